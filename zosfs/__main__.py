@@ -1,0 +1,3 @@
+from zosfs.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,232 @@
+"""The `zosfs` command.
+
+    zosfs BUCKET[:/PREFIX] MOUNTPOINT [-o OPT[,OPT...]] [-f]   mount (mount(8) calls it this way)
+    zosfs check BUCKET[:/PREFIX] [-o OPT...]                   test the connection and the bucket
+    zosfs stats MOUNTPOINT [--json]                            live numbers of a running mount
+    zosfs --version | --help
+
+Errors are one line on stderr and a non-zero exit status: 2 for bad usage or
+options (nothing was mounted), 1 for failures (bucket, credentials, mount).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from zosfs import __version__
+from zosfs.options import OptionError, Options, build, markdown_table, split_o
+
+USAGE = """\
+usage: zosfs BUCKET[:/PREFIX] MOUNTPOINT [-o OPT[,OPT...]] [-f] [-d]
+       zosfs check BUCKET[:/PREFIX] [-o OPT[,OPT...]]
+       zosfs stats MOUNTPOINT [--json]
+       zosfs --version
+"""
+
+
+def fail(message: str, status: int = 1) -> NoReturn:
+    print(f"zosfs: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message}\n{USAGE.rstrip()}", 2)
+
+
+def _options(raw: list[str] | None) -> Options:
+    items = [item for text in raw or [] for item in split_o(text)]
+    try:
+        return build(items).with_defaults_resolved()
+    except OptionError as err:
+        fail(str(err), 2)
+
+
+def _help() -> str:
+    return (
+        f"zosfs {__version__}: mount a ZOS (S3-compatible) bucket as a filesystem.\n\n{USAGE}\n"
+        "options (-o name=value, comma-separated):\n\n" + markdown_table() + "\n"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_help())
+        return 0 if args else 2
+    if args[0] in ("-V", "--version"):
+        print(f"zosfs {__version__}")
+        return 0
+    if args[0] == "check":
+        return check(args[1:])
+    if args[0] == "stats":
+        return stats(args[1:])
+    return mount(args)
+
+
+def _source(text: str):  # type: ignore[no-untyped-def]
+    from zosfs.daemon import Source
+
+    try:
+        return Source.parse(text)
+    except ValueError as err:
+        fail(str(err), 2)
+
+
+def _credentials(opts: Options, bucket: str):  # type: ignore[no-untyped-def]
+    from zosfs.credentials import CredentialsError, resolve
+
+    try:
+        return resolve(opts.access_key, opts.credentials, opts.profile, bucket, os.environ)
+    except CredentialsError as err:
+        fail(str(err), 1)
+
+
+def check(argv: list[str]) -> int:
+    p = _Parser(prog="zosfs check", add_help=False)
+    p.add_argument("source")
+    p.add_argument("-o", action="append")
+    a = p.parse_args(argv)
+    opts = _options(a.o)
+    if not opts.endpoint:
+        fail("option endpoint is required (-o endpoint=https://...)", 2)
+    source = _source(a.source)
+    creds = _credentials(opts, source.bucket)
+
+    import trio
+
+    from zosfs.daemon import Mount
+    from zosfs.zos import ZosClient, ZosError, probe
+
+    async def run() -> str:
+        async with ZosClient(Mount(opts, source, ".", creds).client_config()) as zos:
+            return (await probe(zos)).describe()
+
+    try:
+        print(trio.run(run))
+    except ZosError as err:
+        fail(err.message)
+    return 0
+
+
+def stats(argv: list[str]) -> int:
+    p = _Parser(prog="zosfs stats", add_help=False)
+    p.add_argument("mountpoint")
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    try:
+        data = json.loads(os.getxattr(a.mountpoint, "user.zosfs.stats"))
+    except OSError as err:
+        fail(f"{a.mountpoint}: not a running zosfs mount ({err.strerror})")
+    if a.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(f"zosfs {data['version']}  {data['source']} on {data['mountpoint']}  up {data['uptime']:.0f} s")
+    print(f"memory {data['memory_rss'] / 2**20:.1f} MiB   inodes {data['inodes']}   open files {data['open_files']}")
+    c = data["cache"]
+    ratio = f"{c['hit_ratio']:.1%}" if c["hit_ratio"] is not None else "-"
+    print(f"cache {c['bytes'] / 2**20:.1f} / {c['budget'] / 2**20:.0f} MiB   hit ratio {ratio}")
+    print(f"dirty {data['dirty_bytes'] / 2**20:.1f} MiB   uploads in flight {len(data['uploads'])}")
+    for u in data["uploads"]:
+        done = u["uploaded"] / u["size"] if u["size"] else 1.0
+        print(f"  {u['key']}: {u['uploaded']}/{u['size']} bytes ({done:.0%}) by {u['mode']}" + (f"  error: {u['error']}" if u["error"] else ""))
+    print(f"{'request':28} {'count':>8} {'errors':>7} {'avg ms':>8} {'max ms':>8} {'MiB':>9}")
+    for op, s in sorted(data["requests"].items()):
+        avg = s["seconds"] / s["count"] * 1000 if s["count"] else 0
+        print(f"{op:28} {s['count']:>8} {s['errors']:>7} {avg:>8.1f} {s['max_seconds'] * 1000:>8.1f} {s['bytes'] / 2**20:>9.1f}")
+    return 0
+
+
+def mount(argv: list[str]) -> int:
+    p = _Parser(prog="zosfs", add_help=False)
+    p.add_argument("source")
+    p.add_argument("mountpoint")
+    p.add_argument("-o", action="append")
+    p.add_argument("-f", "--foreground", action="store_true")
+    p.add_argument("-d", "--debug", action="store_true")
+    p.add_argument("-s", action="store_true", help=argparse.SUPPRESS)  # fuse's single-thread flag: meaningless here
+    p.add_argument("-n", action="store_true", help=argparse.SUPPRESS)  # mount(8): don't write mtab
+    a = p.parse_args(argv)
+    opts = _options(a.o)
+    if a.debug:
+        import dataclasses
+
+        opts = dataclasses.replace(opts, log_level="debug")
+    if not opts.endpoint:
+        fail("option endpoint is required (-o endpoint=https://...)", 2)
+    source = _source(a.source)
+    creds = _credentials(opts, source.bucket)
+
+    from zosfs.daemon import MountError, check_mountpoint, setup_logging
+
+    setup_logging(opts, foreground=True, secrets=[creds.secret_key])
+    try:
+        check_mountpoint(a.mountpoint)
+    except MountError as err:
+        fail(str(err))
+    if a.foreground:
+        return _serve(opts, source, a.mountpoint, creds, foreground=True, ready_fd=None)
+    return _daemonize(opts, source, a.mountpoint, creds)
+
+
+def _serve(opts, source, mountpoint, creds, *, foreground: bool, ready_fd: int | None) -> int:  # type: ignore[no-untyped-def]
+    import trio
+
+    from zosfs.daemon import Mount, MountError, setup_logging
+    from zosfs.zos import ZosError
+
+    setup_logging(opts, foreground=foreground, secrets=[creds.secret_key])
+    m = Mount(opts, source, mountpoint, creds)
+
+    def ready() -> None:
+        if ready_fd is not None:
+            os.write(ready_fd, b"ok")
+            os.close(ready_fd)
+
+    try:
+        return trio.run(m.run, ready)
+    except (ZosError, MountError) as err:
+        message = err.message if isinstance(err, ZosError) else str(err)
+        if ready_fd is not None:
+            os.write(ready_fd, b"err:" + message.encode())
+            os.close(ready_fd)
+            return 1
+        fail(message)
+
+
+def _daemonize(opts, source, mountpoint, creds) -> int:  # type: ignore[no-untyped-def]
+    """Fork; the parent returns once the mount answers (or reports why not)."""
+    mountpoint = os.path.abspath(mountpoint)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_end)
+        chunks = []
+        while chunk := os.read(read_end, 4096):
+            chunks.append(chunk)
+        message = b"".join(chunks)
+        if message == b"ok":
+            return 0
+        if message.startswith(b"err:"):
+            fail(message[4:].decode(errors="replace"))
+        fail("the mount daemon exited before the mount was ready (see the system log)")
+    os.close(read_end)
+    os.setsid()
+    os.chdir("/")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    try:
+        status = _serve(opts, source, mountpoint, creds, foreground=False, ready_fd=write_end)
+    except BaseException:
+        os._exit(1)
+    os._exit(status)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,326 @@
+"""The mount's life: set up the layers, mount, serve, flush, unmount.
+
+`Mount.run` is the whole lifecycle inside one trio run: probe the bucket
+(clear errors before anything is mounted), build the layers, mount with
+pyfuse3, announce readiness (to the parent process, and to systemd via
+NOTIFY_SOCKET) only once the mount answers, serve until unmounted or
+signalled, then flush every dirty file (bounded by `flush_timeout`) before
+unmounting.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import logging.handlers
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyfuse3
+import trio
+
+from zosfs import __version__
+from zosfs.credentials import Credentials
+from zosfs.data.read import BlockCache
+from zosfs.data.staging import Staging
+from zosfs.data.write import WritePath
+from zosfs.fuse_ops import Operations
+from zosfs.namespace.metacache import MetaCache
+from zosfs.namespace.tree import Namespace
+from zosfs.options import Options
+from zosfs.zos import ClientConfig, RequestStats, ZosClient, probe
+
+log = logging.getLogger("zosfs")
+
+READ_AHEAD_KB = 1024  # the kernel then asks in 1 MiB reads instead of 128 KiB ones
+
+
+class MountError(Exception):
+    """A failure before the mount was ready; one line for the user."""
+
+
+@dataclass(frozen=True)
+class Source:
+    bucket: str
+    prefix: str  # "" or "some/prefix/"
+
+    @classmethod
+    def parse(cls, text: str) -> Source:
+        """'BUCKET', 'BUCKET:/PREFIX' or 'BUCKET:PREFIX'."""
+        bucket, _, prefix = text.partition(":")
+        bucket = bucket.strip()
+        if not bucket or "/" in bucket or len(bucket) > 255:
+            raise ValueError(f"not a bucket name: {bucket!r} (expected BUCKET or BUCKET:/PREFIX)")
+        prefix = "/".join(p for p in prefix.split("/") if p)
+        return cls(bucket, prefix + "/" if prefix else "")
+
+    def __str__(self) -> str:
+        return f"{self.bucket}:/{self.prefix}" if self.prefix else self.bucket
+
+
+# -- logging -----------------------------------------------------------------------
+
+
+class RedactFilter(logging.Filter):
+    """Defence in depth: should a secret ever reach a log message, mask it."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            if any(s in message for s in self.secrets):
+                for s in self.secrets:
+                    message = message.replace(s, "***")
+                record.msg, record.args = message, None
+        return True
+
+
+def setup_logging(opts: Options, foreground: bool, secrets: list[str]) -> None:
+    """stderr in the foreground, syslog (the journal) in the background,
+    or `log_file` if given."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    if opts.log_file:
+        handler: logging.Handler = logging.FileHandler(opts.log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    elif foreground or not os.path.exists("/dev/log"):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    else:
+        handler = logging.handlers.SysLogHandler(address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+        handler.setFormatter(logging.Formatter("zosfs[%(process)d]: %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactFilter(secrets))
+    root.addHandler(handler)
+    root.setLevel(opts.log_level.upper())
+    # Third-party debug logs carry request details we do not want in logs.
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# -- systemd -------------------------------------------------------------------------
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd (Type=notify) how we are, if it is listening."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.connect(address)
+            s.sendall(message.encode())
+    except OSError as err:
+        log.warning("cannot notify systemd: %s", err)
+
+
+# -- mount point checks ----------------------------------------------------------------
+
+
+def mount_type(mountpoint: str) -> str | None:
+    """The filesystem type mounted exactly at `mountpoint`, if any."""
+    target = os.path.realpath(mountpoint)
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    found = None
+    for line in lines:
+        fields = line.split()
+        sep = fields.index("-")
+        point = fields[4].replace("\\040", " ")
+        if point == target:
+            found = fields[sep + 1]
+    return found
+
+
+def check_mountpoint(mountpoint: str) -> None:
+    """Refuse a mount point that cannot work; clean up one left by a crash."""
+    try:
+        st = os.stat(mountpoint)
+    except OSError as err:
+        if err.errno == errno.ENOTCONN:
+            log.warning("%s was left mounted by a daemon that died; unmounting it", mountpoint)
+            subprocess.run(["fusermount3", "-u", "-z", mountpoint], check=False, capture_output=True)
+            try:
+                st = os.stat(mountpoint)
+            except OSError as err2:
+                raise MountError(f"mount point {mountpoint}: {err2.strerror}") from None
+            print(f"zosfs: cleaned up a stale mount at {mountpoint} (its daemon had died)", file=sys.stderr)
+        else:
+            raise MountError(f"mount point {mountpoint}: {err.strerror}") from None
+    if not os.path.isdir(mountpoint):
+        raise MountError(f"mount point {mountpoint} is not a directory")
+    if mount_type(mountpoint) == "fuse.zosfs":
+        raise MountError(f"{mountpoint} is already mounted by zosfs; unmount it first (fusermount3 -u {mountpoint})")
+    del st
+
+
+def set_read_ahead(mountpoint: str) -> None:
+    """Raise the mount's readahead so sequential reads arrive in 1 MiB requests
+    (needs root; without it the kernel's 128 KiB default stays)."""
+    dev = os.stat(mountpoint).st_dev
+    path = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"
+    try:
+        with open(path, "w") as f:
+            f.write(str(READ_AHEAD_KB))
+    except OSError as err:
+        log.debug("cannot set %s: %s", path, err.strerror)
+
+
+def rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+# -- the mount ---------------------------------------------------------------------------
+
+
+class Mount:
+    def __init__(self, opts: Options, source: Source, mountpoint: str, creds: Credentials) -> None:
+        self.opts = opts
+        self.source = source
+        self.mountpoint = os.path.abspath(mountpoint)
+        self.creds = creds
+        self.requests = RequestStats()
+        self.started = time.time()
+        self.ops: Operations | None = None
+        self.stopping = False
+
+    def client_config(self) -> ClientConfig:
+        o = self.opts
+        return ClientConfig(
+            endpoint=o.endpoint,
+            bucket=self.source.bucket,
+            access_key=self.creds.access_key,
+            secret_key=self.creds.secret_key,
+            session_token=self.creds.session_token,
+            region=o.region,
+            signature=o.signature,
+            max_connections=o.max_requests,
+            connect_timeout=o.connect_timeout,
+            read_timeout=o.read_timeout,
+            max_attempts=o.retries,
+            append_position_header=o.append_header,
+            verify_tls=not o.no_verify_ssl,
+        )
+
+    def _state_name(self) -> str:
+        ident = f"{self.opts.endpoint}|{self.source.bucket}|{self.source.prefix}"
+        return f"{self.source.bucket}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
+
+    async def run(self, on_ready: Callable[[], None]) -> int:
+        """Mount, serve until unmounted or signalled, then flush and unmount.
+        Raises MountError or ZosError for failures before the mount is ready."""
+        opts = self.opts
+        async with ZosClient(self.client_config(), observer=self.requests) as zos:
+            caps = await probe(zos)
+            log.info("zosfs %s: %s at %s; versioning %s, object lock %s, append %s",
+                     __version__, self.source, opts.endpoint, caps.versioning or "off",
+                     "on" if caps.object_lock else "off", "available" if caps.append else "unavailable")
+            state = self._state_name()
+            metacache = MetaCache(os.path.join(opts.cache_dir, "meta", state + ".sqlite"))
+            staging = Staging(os.path.join(opts.staging_dir, state), opts.staging_size)
+            for left in staging.leftovers():
+                log.warning("data of %r from an earlier run that was not uploaded is in %s (journal %s)",
+                            left.get("key"), left["path"], left["journal"])
+            ns = Namespace(zos, opts, self.source.prefix, metacache)
+            reads = BlockCache(zos, opts.cache_size, opts.block_size)
+            writes = WritePath(ns, zos, staging, opts, caps.append)
+            self.ops = ops = Operations(ns, reads, writes, opts, self.stats)
+            fuse_options = set(pyfuse3.default_options)
+            fuse_options |= {f"fsname={opts.fsname or 'zosfs:' + str(self.source)}", "subtype=zosfs",
+                             "default_permissions", "noatime"}
+            if opts.allow_other:
+                fuse_options.add("allow_other")
+            if opts.ro:
+                fuse_options.add("ro")
+            try:
+                pyfuse3.init(ops, self.mountpoint, fuse_options)
+            except RuntimeError as err:
+                raise MountError(f"cannot mount at {self.mountpoint}: {err}") from None
+            unmounted_by_kernel = False
+            try:
+                async with trio.open_nursery() as nursery:
+                    ns.nursery = reads.nursery = writes.nursery = nursery
+                    nursery.start_soon(self._announce, on_ready)
+                    nursery.start_soon(self._signals, writes)
+                    await pyfuse3.main()
+                    unmounted_by_kernel = not self.stopping
+                    nursery.cancel_scope.cancel()
+                failed = await writes.flush_all(time.monotonic() + opts.flush_timeout)
+                if failed:
+                    log.error("%d file(s) could not be uploaded before unmount; their data is in %s",
+                              len(failed), staging.directory)
+            finally:
+                metacache.close()
+                pyfuse3.close(unmount=not unmounted_by_kernel)
+            log.info("unmounted %s", self.mountpoint)
+            return 0
+
+    async def _announce(self, on_ready: Callable[[], None]) -> None:
+        """Ready only when the mount answers (a stat through FUSE succeeds)."""
+        await trio.to_thread.run_sync(os.stat, self.mountpoint)
+        set_read_ahead(self.mountpoint)
+        log.info("mounted %s at %s", self.source, self.mountpoint)
+        sd_notify(f"READY=1\nSTATUS=Mounted {self.source} at {self.mountpoint}\nMAINPID={os.getpid()}")
+        on_ready()
+
+    async def _signals(self, writes: WritePath) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("%s: flushing and unmounting", signal.Signals(signum).name)
+                sd_notify("STOPPING=1\nSTATUS=Flushing dirty files before unmount")
+                self.stopping = True
+                failed = await writes.flush_all(time.monotonic() + self.opts.flush_timeout)
+                if failed:
+                    log.error("%d file(s) not uploaded; kept in staging", len(failed))
+                pyfuse3.terminate()
+                return
+
+    def stats(self) -> dict[str, Any]:
+        """Live numbers for `zosfs stats` (served as an xattr of the mount's root)."""
+        ops = self.ops
+        assert ops is not None
+        reads, writes, ns = ops.reads, ops.writes, ops.ns
+        uploads = []
+        for w in list(writes.writers):
+            uploads.append({
+                "key": w.key_at_start, "size": w.size, "dirty": w.dirty.total(),
+                "uploaded": w.remote_len if w.remote_len is not None else w.size - w.dirty.total(),
+                "mode": "append" if w.remote_len is not None else "replace",
+                "error": str(w.error) if w.error else None,
+            })
+        lookups = reads.hits + reads.misses
+        return {
+            "version": __version__,
+            "source": str(self.source),
+            "mountpoint": self.mountpoint,
+            "uptime": round(time.time() - self.started, 1),
+            "requests": self.requests.snapshot(),
+            "cache": {"bytes": reads.size, "budget": self.opts.cache_size, "hits": reads.hits,
+                      "misses": reads.misses, "hit_ratio": round(reads.hits / lookups, 3) if lookups else None},
+            "dirty_bytes": writes.dirty_bytes(),
+            "staging_reserved": writes.staging.used,
+            "uploads": uploads,
+            "inodes": len(ns.table.by_ino),
+            "open_files": len(ops.files),
+            "memory_rss": rss_bytes(),
+        }

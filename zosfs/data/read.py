@@ -1,0 +1,217 @@
+"""The read path: ranged GETs through a block cache, with prefetching.
+
+An object is read in fixed-size blocks (`block_size`, one ranged GET each),
+kept in an LRU within a byte budget and keyed by (key, ETag, block number):
+a changed object has a new ETag, so it can never be served stale blocks.
+Every GET carries If-Match with that ETag, so a block can never come from a
+newer version either: an object changed under an open handle reads as ESTALE
+(EIO for the reader), never as a mix of two versions.
+
+A handle that reads sequentially gets a readahead window that doubles with
+each sequential read, up to `readahead`; the blocks in the window are fetched
+in parallel in the background. Random reads fetch exactly the bytes asked for
+(rounded out to 64 KiB), bypassing the cache. A global limit on blocks in
+flight bounds memory however many files are read at once, and its FIFO queue
+shares the bandwidth between readers.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+
+import cachetools
+import trio
+
+from zosfs.fserror import FsError
+from zosfs.zos import ZosClient, ZosError
+
+log = logging.getLogger(__name__)
+
+RANDOM_ALIGN = 64 * 1024
+
+BlockId = tuple[str, str, int]  # key, etag, block number
+
+
+class BlockCache:
+    """Blocks of objects in memory, least recently used first out."""
+
+    def __init__(self, zos: ZosClient, budget: int, block_size: int) -> None:
+        self.zos = zos
+        self.block_size = block_size
+        self.blocks: cachetools.LRUCache[BlockId, bytes | bytearray] = cachetools.LRUCache(budget, getsizeof=len)
+        self._inflight: dict[BlockId, trio.Event] = {}
+        self._failed: dict[BlockId, ZosError] = {}
+        # Blocks being fetched at once, for all readers together: bounds the
+        # memory of in-flight GETs and shares the pipe in FIFO order.
+        self.slots = trio.Semaphore(max(2, budget // (4 * block_size)))
+        self.hits = 0
+        self.misses = 0
+        self.nursery: trio.Nursery | None = None  # for prefetches; set by the daemon
+
+    @property
+    def size(self) -> int:
+        return int(self.blocks.currsize)
+
+    def cached(self, key: str, etag: str, n: int) -> bytes | bytearray | None:
+        return self.blocks.get((key, etag, n))
+
+    async def block(self, key: str, etag: str, n: int, object_size: int) -> bytes | bytearray:
+        """Block `n` of an object, from the cache or the server."""
+        bid = (key, etag, n)
+        data = self.blocks.get(bid)
+        if data is not None:
+            self.hits += 1
+            return data
+        self.misses += 1
+        while True:
+            event = self._inflight.get(bid)
+            if event is None:
+                await self._fetch(bid, object_size)
+            else:
+                await event.wait()
+            data = self.blocks.get(bid)
+            if data is not None:
+                return data
+            err = self._failed.pop(bid, None)
+            if err is not None:
+                raise err
+            # Fetched but already evicted by other readers: fetch again.
+
+    def prefetch(self, key: str, etag: str, n: int, object_size: int, still_wanted: trio.Event) -> None:
+        """Fetch a block in the background unless cached or on its way.
+        `still_wanted` is set when the reader went away before its turn."""
+        bid = (key, etag, n)
+        if bid in self.blocks or bid in self._inflight or self.nursery is None:
+            return
+        self._inflight[bid] = trio.Event()
+        self.nursery.start_soon(self._prefetch, bid, object_size, still_wanted)
+
+    async def _prefetch(self, bid: BlockId, object_size: int, cancelled: trio.Event) -> None:
+        event = self._inflight[bid]
+        try:
+            async with self.slots:
+                if cancelled.is_set():
+                    return
+                await self._get(bid, object_size)
+        except ZosError as err:
+            log.debug("prefetch of %r block %d failed: %s", bid[0], bid[2], err)
+        finally:
+            del self._inflight[bid]
+            event.set()
+
+    async def _fetch(self, bid: BlockId, object_size: int) -> None:
+        event = self._inflight[bid] = trio.Event()
+        try:
+            async with self.slots:
+                await self._get(bid, object_size)
+        except ZosError as err:
+            self._failed[bid] = err
+            raise
+        finally:
+            del self._inflight[bid]
+            event.set()
+
+    async def _get(self, bid: BlockId, object_size: int) -> None:
+        key, etag, n = bid
+        start = n * self.block_size
+        end = min(object_size, start + self.block_size)
+        buf = bytearray(end - start)
+        await self.zos.get(key, start, end, if_match=etag or None, into=buf)
+        self.blocks[bid] = buf
+
+    def forget(self, key: str, etag: str, nblocks: int) -> None:
+        """Drop the blocks of one version of an object (it changed)."""
+        for n in range(nblocks):
+            self.blocks.pop((key, etag, n), None)
+
+
+class Reader:
+    """One open handle's reads of one version of an object."""
+
+    def __init__(self, cache: BlockCache, key: str, etag: str, size: int, max_window: int) -> None:
+        self.cache = cache
+        self.key = key
+        self.etag = etag
+        self.size = size
+        self.max_window = max_window
+        self.next_offset = 0
+        self.window = 0
+        self.prefetched = -1  # highest block number asked for in advance
+        self.gone = trio.Event()  # set on close: queued prefetches are dropped
+
+    def close(self) -> None:
+        self.gone.set()
+
+    async def read(self, offset: int, length: int) -> bytes | memoryview:
+        """Bytes [offset, offset+length) of the object, short at its end."""
+        length = min(length, self.size - offset)
+        if length <= 0:
+            return b""
+        bs = self.cache.block_size
+        first, last = offset // bs, (offset + length - 1) // bs
+        sequential = self.next_offset - bs <= offset <= self.next_offset + max(self.window, bs)
+        self.next_offset = offset + length
+        if sequential:
+            self.window = min(self.max_window, max(bs, self.window * 2))
+            self._prefetch_ahead(last, offset + length)
+        else:
+            self.window = 0
+            if all(self.cache.cached(self.key, self.etag, n) is None for n in range(first, last + 1)):
+                return await self._read_direct(offset, length)
+        return await self._assemble(offset, length, first, last)
+
+    def _prefetch_ahead(self, last: int, end: int) -> None:
+        bs = self.cache.block_size
+        final = (self.size - 1) // bs
+        upto = min(final, (end + self.window - 1) // bs)
+        for n in range(max(last + 1, self.prefetched + 1), upto + 1):
+            self.cache.prefetch(self.key, self.etag, n, self.size, self.gone)
+        self.prefetched = max(self.prefetched, upto)
+
+    async def _assemble(self, offset: int, length: int, first: int, last: int) -> bytes | memoryview:
+        bs = self.cache.block_size
+        try:
+            if first == last:
+                block = await self.cache.block(self.key, self.etag, first, self.size)
+                start = offset - first * bs
+                return memoryview(block)[start : start + length]
+            blocks: dict[int, bytes | bytearray] = {}
+
+            async def fetch(n: int) -> None:
+                blocks[n] = await self.cache.block(self.key, self.etag, n, self.size)
+
+            async with trio.open_nursery() as nursery:
+                for n in range(first, last + 1):
+                    nursery.start_soon(fetch, n)
+        except ZosError as err:
+            raise _read_error(self.key, err) from None
+        out = bytearray()
+        for n in range(first, last + 1):
+            block = blocks[n]
+            lo = max(offset, n * bs) - n * bs
+            hi = min(offset + length, (n + 1) * bs) - n * bs
+            out += memoryview(block)[lo:hi]
+        return out
+
+    async def _read_direct(self, offset: int, length: int) -> bytes | memoryview:
+        """A random read: fetch just these bytes (aligned out a little)."""
+        start = offset - offset % RANDOM_ALIGN
+        end = min(self.size, -(-(offset + length) // RANDOM_ALIGN) * RANDOM_ALIGN)
+        try:
+            async with self.cache.slots:
+                data = await self.cache.zos.get(self.key, start, end, if_match=self.etag or None)
+        except ZosError as err:
+            raise _read_error(self.key, err) from None
+        return memoryview(data)[offset - start : offset - start + length]
+
+
+def _read_error(key: str, err: ZosError) -> FsError:
+    """The errno a reader sees, with the reason for the log."""
+    if err.code == "PreconditionFailed" or err.errno == errno.ESTALE:
+        return FsError(errno.EIO, f"{key!r} changed on the server while open; reopen it to read the new version")
+    if err.errno == errno.ENOENT:
+        return FsError(errno.EIO, f"{key!r} was deleted on the server while open")
+    if err.code == "InvalidObjectState":
+        return FsError(errno.EAGAIN, f"{key!r} is archived; restore it first: setfattr -n user.zos.restore -v 'days=1' FILE")
+    return FsError(err.errno, str(err))

@@ -1,0 +1,128 @@
+"""Staging: local files that hold written data until the object store has it.
+
+Every open-for-writing file with changes has one sparse staging file of the
+same logical size; only its dirty ranges (see `write.py`) mean anything. A
+small JSON journal beside it names the object key, so that data left behind
+by a failed upload, or by a daemon that was killed, can be found and
+recovered: the log names both paths.
+
+The budget bounds bytes that are written but not yet uploaded. Writers wait
+(backpressure) while it is exhausted rather than filling the disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from typing import Any
+
+import trio
+
+log = logging.getLogger(__name__)
+
+
+class StagedFile:
+    """One staging file and its journal."""
+
+    def __init__(self, directory: str, key: str) -> None:
+        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
+        self.path = os.path.join(directory, name + ".data")
+        self.journal = os.path.join(directory, name + ".json")
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self.key = key
+        self.write_journal(key=key, state="writing")
+
+    def write_journal(self, **fields: Any) -> None:
+        """Record what this file is for (atomically: write then rename)."""
+        record = {"key": fields.pop("key", self.key), "data": os.path.basename(self.path), "updated": time.time()}
+        record.update(fields)
+        tmp = self.journal + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(record, f)
+        os.replace(tmp, self.journal)
+
+    def pwrite(self, data: bytes | memoryview, offset: int) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self.fd, view, offset)
+            view = view[n:]
+            offset += n
+
+    def pread(self, length: int, offset: int) -> bytes:
+        data = os.pread(self.fd, length, offset)
+        if len(data) < length:  # a hole past the end of the file reads as zeros
+            data += bytes(length - len(data))
+        return data
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self.fd, size)
+
+    def discard(self) -> None:
+        """The data is safely uploaded (or no longer wanted): remove both files."""
+        self.close()
+        for path in (self.path, self.journal):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def keep(self, reason: str) -> None:
+        """Leave the data on disk for recovery and say where it is."""
+        self.write_journal(state="failed", reason=reason)
+        self.close()
+        log.error(
+            "the data of %r could not be uploaded (%s); it is kept in %s (journal %s). "
+            "Copy it back into the mount or upload it with any S3 tool.",
+            self.key, reason, self.path, self.journal,
+        )
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class Staging:
+    """The staging directory and its budget of not-yet-uploaded bytes."""
+
+    def __init__(self, directory: str, budget: int) -> None:
+        self.directory = directory
+        self.budget = budget
+        self.used = 0
+        self._freed = trio.Event()
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
+
+    def create(self, key: str) -> StagedFile:
+        return StagedFile(self.directory, key)
+
+    async def reserve(self, nbytes: int) -> None:
+        """Wait until `nbytes` more fit in the budget (a single write larger
+        than the whole budget is let through alone, rather than never)."""
+        while self.used and self.used + nbytes > self.budget:
+            await self._freed.wait()
+        self.used += nbytes
+
+    def release(self, nbytes: int) -> None:
+        self.used = max(0, self.used - nbytes)
+        self._freed.set()
+        self._freed = trio.Event()
+
+    def leftovers(self) -> list[dict[str, Any]]:
+        """Journals of data that an earlier run could not upload."""
+        found = []
+        for name in sorted(os.listdir(self.directory)):
+            if not name.endswith(".json"):
+                continue
+            try:
+                with open(os.path.join(self.directory, name), encoding="utf-8") as f:
+                    record = json.load(f)
+            except (OSError, ValueError):
+                continue
+            record["journal"] = os.path.join(self.directory, name)
+            record["path"] = os.path.join(self.directory, record.get("data", ""))
+            found.append(record)
+        return found

@@ -1,0 +1,421 @@
+"""The FUSE operations: thin handlers over the namespace and the data path.
+
+Each handler decodes its arguments, calls down, and encodes the answer. No
+policy lives here (no retries, no caching decisions). Every handler is
+wrapped by `handler`, so that only `FUSEError` ever leaves it: pyfuse3 ends
+the whole mount on any other exception.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import json
+import logging
+import os
+import stat
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pyfuse3
+
+from zosfs.data.read import BlockCache, Reader
+from zosfs.data.write import WritePath
+from zosfs.fserror import FsError
+from zosfs.namespace import names
+from zosfs.namespace.inodes import Inode
+from zosfs.namespace.listing import Listing
+from zosfs.namespace.tree import PREFETCH_WINDOW, Namespace
+from zosfs.options import Options
+from zosfs.zos import ZosError
+
+log = logging.getLogger(__name__)
+
+STATS_XATTR = b"user.zosfs.stats"
+# Asked for by ls, cp and the kernel on every file; never stored by us.
+NO_XATTR_PREFIXES = (b"security.", b"system.posix_acl_", b"trusted.")
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def handler(fn: F) -> F:
+    """Map every failure of a handler to an errno, and log its cause."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Operations, *args: Any) -> Any:
+        try:
+            return await fn(self, *args)
+        except pyfuse3.FUSEError:
+            raise
+        except FsError as err:
+            if err.message:
+                level = logging.DEBUG if err.errno in (errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY) else logging.WARNING
+                log.log(level, "%s: %s (%s)", fn.__name__, err.message, errno.errorcode.get(err.errno, err.errno))
+            raise pyfuse3.FUSEError(err.errno) from None
+        except ZosError as err:
+            log.warning("%s failed: %s [errno %s]", fn.__name__, err, errno.errorcode.get(err.errno, err.errno))
+            raise pyfuse3.FUSEError(err.errno) from None
+        except Exception:
+            log.exception("internal error in %s; answering EIO", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@dataclass
+class FileHandle:
+    inode: Inode
+    writable: bool
+    reader: Reader | None = None
+
+
+@dataclass
+class DirHandle:
+    inode: Inode
+    listing: Listing
+    names: list[str]
+    prefetched: int = 0
+
+
+class Operations(pyfuse3.Operations):
+    """pyfuse3 operations of one mount."""
+
+    def __init__(
+        self,
+        ns: Namespace,
+        reads: BlockCache,
+        writes: WritePath,
+        opts: Options,
+        stats: Callable[[], dict[str, Any]],
+    ) -> None:
+        super().__init__()
+        self.ns = ns
+        self.reads = reads
+        self.writes = writes
+        self.opts = opts
+        self.stats = stats
+        self.files: dict[int, FileHandle] = {}
+        self.dirs: dict[int, DirHandle] = {}
+        self._next_fh = 1
+        self.fault: Callable[[str], None] | None = None  # tests: raise inside a handler
+
+    def _fh(self) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        return fh
+
+    def _check_fault(self, op: str) -> None:
+        if self.fault is not None:
+            self.fault(op)
+
+    # -- attributes -------------------------------------------------------------
+
+    def entry(self, inode: Inode) -> pyfuse3.EntryAttributes:
+        e = pyfuse3.EntryAttributes()
+        a = inode.attrs
+        e.st_ino = inode.ino
+        e.generation = 0
+        e.entry_timeout = self.opts.entry_timeout
+        e.attr_timeout = self.opts.attr_timeout
+        e.st_mode = a.mode
+        e.st_nlink = 1  # "unknown" for directories too: keeps find from guessing
+        e.st_uid = a.uid
+        e.st_gid = a.gid
+        e.st_rdev = 0
+        e.st_size = 0 if inode.is_dir else inode.size
+        e.st_blksize = 4096
+        e.st_blocks = -(-e.st_size // 512)
+        e.st_atime_ns = a.mtime_ns
+        e.st_mtime_ns = a.mtime_ns
+        e.st_ctime_ns = a.ctime_ns
+        return e
+
+    def negative_entry(self) -> pyfuse3.EntryAttributes:
+        """"No such name", cached by the kernel for negative_timeout."""
+        e = pyfuse3.EntryAttributes()
+        e.st_ino = 0
+        e.entry_timeout = self.opts.negative_timeout
+        return e
+
+    # -- names ----------------------------------------------------------------------
+
+    @handler
+    async def lookup(self, parent_ino: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        self._check_fault("lookup")
+        parent = self.ns.get(parent_ino)
+        try:
+            inode = await self.ns.lookup(parent, names.from_fuse(name))
+        except FsError as err:
+            if err.errno == errno.ENOENT:
+                return self.negative_entry()
+            raise
+        inode.lookups += 1
+        return self.entry(inode)
+
+    @handler
+    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+        for ino, count in inode_list:
+            self.ns.table.forget(ino, count)
+
+    @handler
+    async def getattr(self, ino: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        self._check_fault("getattr")
+        return self.entry(await self.ns.getattr(self.ns.get(ino)))
+
+    @handler
+    async def setattr(
+        self, ino: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields, fh: int | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        inode = self.ns.get(ino)
+        if fields.update_size:
+            if inode.is_dir:
+                raise FsError(errno.EISDIR)
+            await self.writes.truncate(inode, attr.st_size)
+        a = inode.attrs
+        mode, uid, gid, mtime = a.mode, a.uid, a.gid, a.mtime_ns
+        if fields.update_mode:
+            mode = stat.S_IFMT(a.mode) | stat.S_IMODE(attr.st_mode)
+        if fields.update_uid:
+            uid = attr.st_uid
+        if fields.update_gid:
+            gid = attr.st_gid
+        if fields.update_mtime:
+            mtime = attr.st_mtime_ns
+        if (mode, uid, gid, mtime) != (a.mode, a.uid, a.gid, a.mtime_ns):
+            new = type(a)(mode, uid, gid, mtime, time.time_ns())
+            writer = inode.writer
+            if writer is not None and writer.pending:
+                inode.attrs = new
+                writer.attrs_changed()  # the pending upload carries them
+            else:
+                await self.ns.set_attrs(inode, new, persist=True)
+                if writer is not None:
+                    writer.base_etag = inode.etag
+        return self.entry(inode)
+
+    @handler
+    async def readlink(self, ino: int, ctx: pyfuse3.RequestContext) -> bytes:
+        target = await self.ns.readlink(self.ns.get(ino))
+        return target.encode("utf-8", "surrogateescape")
+
+    @handler
+    async def symlink(self, parent_ino: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        inode = await self.ns.symlink(
+            self.ns.get(parent_ino), names.from_fuse(name), target.decode("utf-8", "surrogateescape"), ctx.uid, ctx.gid
+        )
+        inode.lookups += 1
+        return self.entry(inode)
+
+    @handler
+    async def mkdir(self, parent_ino: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        inode = await self.ns.mkdir(self.ns.get(parent_ino), names.from_fuse(name), mode & ~ctx.umask, ctx.uid, ctx.gid)
+        inode.lookups += 1
+        return self.entry(inode)
+
+    @handler
+    async def mknod(self, parent_ino: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if not stat.S_ISREG(mode):
+            raise FsError(errno.EPERM, "only regular files, directories and symlinks can be stored as objects")
+        inode = self.ns.create_file(self.ns.get(parent_ino), names.from_fuse(name), mode & ~ctx.umask, ctx.uid, ctx.gid)
+        self.writes.writer(inode)
+        await self.writes.release(inode)  # uploads the empty object
+        inode.lookups += 1
+        return self.entry(inode)
+
+    @handler
+    async def unlink(self, parent_ino: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        parent = self.ns.get(parent_ino)
+        text = names.from_fuse(name)
+        known = self.ns.table.child(parent.ino, text)
+        if known is not None and known.writer is not None:
+            await self.writes.discard(known)
+        await self.ns.unlink(parent, text)
+
+    @handler
+    async def rmdir(self, parent_ino: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self.ns.rmdir(self.ns.get(parent_ino), names.from_fuse(name))
+
+    @handler
+    async def rename(
+        self, parent_old: int, name_old: bytes, parent_new: int, name_new: bytes, flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:
+        src_parent, dst_parent = self.ns.get(parent_old), self.ns.get(parent_new)
+        src_name, dst_name = names.from_fuse(name_old), names.from_fuse(name_new)
+        src = self.ns.table.child(src_parent.ino, src_name)
+        if src is not None:
+            # What is written must be in the bucket before it can be copied.
+            pending = [src] if not src.is_dir else list(self.ns.table.below(src))
+            for inode in pending:
+                if inode.writer is not None:
+                    await self.writes.flush(inode)
+        await self.ns.rename(src_parent, src_name, dst_parent, dst_name, flags)
+
+    @handler
+    async def link(self, ino: int, new_parent: int, new_name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        raise FsError(errno.EPERM, "hard links are not supported: an object has exactly one key")
+
+    # -- files ----------------------------------------------------------------------
+
+    @handler
+    async def open(self, ino: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        inode = self.ns.get(ino)
+        if inode.is_dir:
+            raise FsError(errno.EISDIR)
+        if not inode.fresh():
+            await self.ns.getattr(inode)  # close-to-open: see other writers' changes
+        writable = flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
+        if writable and flags & os.O_TRUNC:
+            await self.writes.open_truncated(inode)
+        return self._open_handle(inode, writable)
+
+    def _open_handle(self, inode: Inode, writable: bool) -> pyfuse3.FileInfo:
+        fh = self._fh()
+        self.files[fh] = FileHandle(inode, writable)
+        inode.opens += 1
+        fi = pyfuse3.FileInfo(fh=fh)
+        # Keep the kernel's pages only if they are of the version now current.
+        fi.keep_cache = inode.writer is not None or bool(inode.etag and inode.etag == inode.page_etag)
+        inode.page_etag = inode.etag
+        return fi
+
+    @handler
+    async def create(
+        self, parent_ino: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        inode = self.ns.create_file(self.ns.get(parent_ino), names.from_fuse(name), mode & ~ctx.umask, ctx.uid, ctx.gid)
+        self.writes.writer(inode)
+        inode.lookups += 1
+        return self._open_handle(inode, True), self.entry(inode)
+
+    @handler
+    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
+        self._check_fault("read")
+        handle = self.files[fh]
+        inode = handle.inode
+        if inode.writer is not None:
+            return await self.writes.read(inode, off, size)
+        if not inode.remote:
+            return b""
+        key = self.ns.key(inode)
+        reader = handle.reader
+        if reader is None or reader.etag != inode.etag or reader.key != key or reader.size != inode.size:
+            if reader is not None:
+                reader.close()
+            reader = handle.reader = Reader(self.reads, key, inode.etag, inode.size, self.opts.readahead)
+        return await reader.read(off, size)
+
+    @handler
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        self._check_fault("write")
+        return await self.writes.write(self.files[fh].inode, off, buf)
+
+    @handler
+    async def flush(self, fh: int) -> None:
+        await self.writes.flush(self.files[fh].inode)
+
+    @handler
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await self.writes.flush(self.files[fh].inode)
+
+    @handler
+    async def release(self, fh: int) -> None:
+        handle = self.files.pop(fh)
+        inode = handle.inode
+        inode.opens -= 1
+        if handle.reader is not None:
+            handle.reader.close()
+        try:
+            if not inode.opens:
+                await self.writes.release(inode)
+        finally:
+            self.ns.table.release(inode)
+
+    # -- directories -------------------------------------------------------------------
+
+    @handler
+    async def opendir(self, ino: int, ctx: pyfuse3.RequestContext) -> int:
+        self._check_fault("opendir")
+        inode = self.ns.get(ino)
+        if not inode.is_dir:
+            raise FsError(errno.ENOTDIR)
+        listing = await self.ns.listing(inode)
+        fh = self._fh()
+        self.dirs[fh] = DirHandle(inode, listing, list(listing.names))
+        inode.opens += 1
+        return fh
+
+    @handler
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        dh = self.dirs[fh]
+        i = start_id
+        while i < len(dh.names):
+            if i >= dh.prefetched - PREFETCH_WINDOW // 2:
+                upto = i + PREFETCH_WINDOW
+                self.ns.prefetch(dh.inode, [dh.listing.entries[n] for n in dh.names[dh.prefetched:upto] if n in dh.listing.entries])
+                dh.prefetched = max(dh.prefetched, upto)
+            name = dh.names[i]
+            entry = dh.listing.entries.get(name)
+            if entry is None:  # removed since the listing was taken
+                i += 1
+                continue
+            try:
+                inode = await self.ns.entry_inode(dh.inode, entry)
+            except FsError as err:
+                if err.errno != errno.ENOENT:
+                    raise
+                i += 1
+                continue
+            if not pyfuse3.readdir_reply(token, name.encode("utf-8", "surrogateescape"), self.entry(inode), i + 1):
+                self.ns.table.release(inode)
+                break
+            inode.lookups += 1
+            i += 1
+
+    @handler
+    async def releasedir(self, fh: int) -> None:
+        dh = self.dirs.pop(fh)
+        dh.inode.opens -= 1
+        self.ns.table.release(dh.inode)
+        self.ns.metacache.flush()
+
+    @handler
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        return None
+
+    @handler
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = 4096
+        # An object store has no fixed size; report 1 PiB free so that df and
+        # installers that check for space are content.
+        s.f_blocks = s.f_bfree = s.f_bavail = (1 << 50) // 4096
+        s.f_files = s.f_ffree = s.f_favail = 1 << 32
+        s.f_namemax = names.NAME_MAX
+        return s
+
+    # -- extended attributes -----------------------------------------------------------
+
+    @handler
+    async def getxattr(self, ino: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        if name.startswith(NO_XATTR_PREFIXES):
+            raise FsError(pyfuse3.ENOATTR)
+        if name == STATS_XATTR and ino == pyfuse3.ROOT_INODE:
+            return json.dumps(self.stats(), separators=(",", ":")).encode()
+        raise FsError(pyfuse3.ENOATTR)
+
+    @handler
+    async def listxattr(self, ino: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        return []
+
+    @handler
+    async def setxattr(self, ino: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
+        raise FsError(errno.ENOTSUP, "extended attributes are not supported yet")
+
+    @handler
+    async def removexattr(self, ino: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        raise FsError(pyfuse3.ENOATTR)
+

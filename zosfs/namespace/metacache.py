@@ -1,0 +1,128 @@
+"""A persistent cache of object metadata, keyed by key and ETag.
+
+Listings carry each object's ETag but not its metadata, so `ls -l` of a
+directory needs one HEAD per object. An object's metadata cannot change
+without its ETag changing (RGW gives every write, append and metadata copy a
+new ETag), so metadata remembered under (key, ETag) stays correct forever:
+a remount lists a known directory with its LIST requests and no HEADs, and
+an object changed by someone else is simply a miss.
+
+A bounded in-memory LRU sits in front of the file (and is all there is when
+no file is configured). It is a cache: the file is opened without durability
+(no fsync), and a file that cannot be opened or read is replaced by an empty
+one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+from dataclasses import dataclass
+
+import cachetools
+
+log = logging.getLogger(__name__)
+
+FLUSH_EVERY = 512  # pending rows written in one transaction
+
+
+@dataclass(frozen=True)
+class CachedMeta:
+    metadata: dict[str, str]
+    content_type: str | None
+    appendable: bool
+
+
+class MetaCache:
+    """(key, etag) -> CachedMeta, in memory and in SQLite. Trio thread only."""
+
+    def __init__(self, path: str | None, memory_entries: int = 200_000) -> None:
+        self.path = path
+        self._memory: cachetools.LRUCache[str, tuple[str, CachedMeta]] = cachetools.LRUCache(memory_entries)
+        self._pending: dict[str, tuple[str, str]] = {}
+        self._db = self._open() if path else None
+
+    def _open(self) -> sqlite3.Connection | None:
+        assert self.path is not None
+        try:
+            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+            return self._connect()
+        except sqlite3.DatabaseError as err:
+            log.warning("metadata cache %s is unusable (%s); starting a new one", self.path, err)
+            try:
+                os.unlink(self.path)
+                return self._connect()
+            except (OSError, sqlite3.Error) as err2:
+                log.warning("metadata cache disabled: %s", err2)
+                return None
+        except OSError as err:
+            log.warning("metadata cache disabled: cannot create %s: %s", self.path, err.strerror)
+            return None
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=OFF")
+        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, etag TEXT NOT NULL, data TEXT NOT NULL)")
+        db.execute("SELECT count(*) FROM meta").fetchone()  # fails here if the file is damaged
+        os.chmod(self.path, 0o600)
+        return db
+
+    def get(self, key: str, etag: str) -> CachedMeta | None:
+        remembered = self._memory.get(key)
+        if remembered is not None and remembered[0] == etag:
+            return remembered[1]
+        row = self._pending.get(key)
+        if row is None and self._db is not None:
+            try:
+                found = self._db.execute("SELECT etag, data FROM meta WHERE key = ?", (key,)).fetchone()
+            except sqlite3.Error as err:
+                log.warning("metadata cache read failed: %s", err)
+                return None
+            row = (found[0], found[1]) if found else None
+        if row is None or row[0] != etag:
+            return None
+        data = json.loads(row[1])
+        meta = CachedMeta(data["m"], data.get("t"), bool(data.get("a")))
+        self._memory[key] = (etag, meta)
+        return meta
+
+    def put(self, key: str, etag: str, meta: CachedMeta) -> None:
+        if not etag:
+            return
+        self._memory[key] = (etag, meta)
+        if self._db is None:
+            return
+        data = {"m": meta.metadata, "t": meta.content_type, "a": meta.appendable}
+        self._pending[key] = (etag, json.dumps(data, separators=(",", ":")))
+        if len(self._pending) >= FLUSH_EVERY:
+            self.flush()
+
+    def forget(self, key: str) -> None:
+        self._memory.pop(key, None)
+        self._pending.pop(key, None)
+        if self._db is not None:
+            try:
+                self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+            except sqlite3.Error as err:
+                log.warning("metadata cache write failed: %s", err)
+
+    def flush(self) -> None:
+        if not self._pending or self._db is None:
+            return
+        rows = [(k, e, d) for k, (e, d) in self._pending.items()]
+        self._pending.clear()
+        try:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO meta (key, etag, data) VALUES (?, ?, ?)", rows)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as err:
+            log.warning("metadata cache write failed: %s", err)
+
+    def close(self) -> None:
+        self.flush()
+        if self._db is not None:
+            self._db.close()
+            self._db = None

@@ -1,0 +1,187 @@
+"""POSIX attributes <-> object metadata, in the conventions of s3fs-fuse.
+
+s3fs (and its forks ossfs, cosfs) keep a file's mode, owner, group and mtime
+in `x-amz-meta-mode` (decimal, with the file type bits), `x-amz-meta-uid`,
+`x-amz-meta-gid` and `x-amz-meta-mtime` (seconds, optionally with a
+fraction), and user xattrs in `x-amz-meta-xattr` (URL-encoded JSON of name ->
+base64 value). Using the same names means a bucket can be shared with s3fs
+and rclone users and both sides see the same `ls -l`. s3cmd's
+`x-amz-meta-s3cmd-attrs` is read as a fallback.
+
+All functions here are pure: metadata dicts in (names without the
+`x-amz-meta-` prefix, lower case), attributes out, and back.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import stat
+import urllib.parse
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What an object without metadata looks like: the mount's options."""
+
+    uid: int
+    gid: int
+    umask: int
+
+    @property
+    def file_mode(self) -> int:
+        return stat.S_IFREG | (0o666 & ~self.umask)
+
+    @property
+    def dir_mode(self) -> int:
+        return stat.S_IFDIR | (0o777 & ~self.umask)
+
+
+@dataclass(frozen=True)
+class Attrs:
+    """The POSIX attributes zosfs keeps for a file, directory or symlink."""
+
+    mode: int  # with the S_IFMT type bits
+    uid: int
+    gid: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @property
+    def kind(self) -> int:
+        return stat.S_IFMT(self.mode)
+
+
+def _int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value.strip())
+    except ValueError:
+        return None
+
+
+def parse_time_ns(value: str | None) -> int | None:
+    """'1700000000', '1700000000.5' or '1700000000.123456789' -> ns."""
+    if value is None:
+        return None
+    try:
+        seconds = Decimal(value.strip())
+    except InvalidOperation:
+        return None
+    if not seconds.is_finite() or seconds < 0:
+        return None
+    return int(seconds * NS)
+
+
+def format_time_ns(ns: int) -> str:
+    """ns -> '1700000000' or '1700000000.123456789' (s3fs and rclone read both)."""
+    seconds, frac = divmod(ns, NS)
+    return f"{seconds}.{frac:09d}" if frac else str(seconds)
+
+
+def parse_s3cmd_attrs(value: str | None) -> dict[str, str]:
+    """'atime:1/ctime:2/gid:0/gname:root/md5:x/mode:33188/mtime:3/uid:0/uname:root' -> dict."""
+    out: dict[str, str] = {}
+    if not value:
+        return out
+    for item in value.split("/"):
+        name, sep, val = item.partition(":")
+        if sep:
+            out[name.strip()] = val.strip()
+    return out
+
+
+def decode(
+    metadata: dict[str, str],
+    *,
+    is_dir: bool,
+    last_modified: float,
+    defaults: Defaults,
+) -> Attrs:
+    """Attributes of an object from its metadata, with the mount's defaults
+    for whatever is missing.
+
+    The file type comes from the key (a trailing slash is a directory); from
+    the metadata only S_IFLNK is taken, because a symlink is stored as a plain
+    object whose mode says so. Other tools sometimes write a mode without type
+    bits; those get the type from the key.
+    """
+    s3cmd = parse_s3cmd_attrs(metadata.get("s3cmd-attrs"))
+    mode = _int(metadata.get("mode"))
+    if mode is None:
+        mode = _int(s3cmd.get("mode"))
+    if is_dir:
+        kind = stat.S_IFDIR
+        default_mode = defaults.dir_mode
+    elif mode is not None and stat.S_IFMT(mode) == stat.S_IFLNK:
+        kind = stat.S_IFLNK
+        default_mode = stat.S_IFLNK | 0o777
+    else:
+        kind = stat.S_IFREG
+        default_mode = defaults.file_mode
+    perms = stat.S_IMODE(mode) if mode is not None else stat.S_IMODE(default_mode)
+    uid = _int(metadata.get("uid"))
+    if uid is None:
+        uid = _int(s3cmd.get("uid"))
+    gid = _int(metadata.get("gid"))
+    if gid is None:
+        gid = _int(s3cmd.get("gid"))
+    mtime = parse_time_ns(metadata.get("mtime"))
+    if mtime is None:
+        mtime = parse_time_ns(s3cmd.get("mtime"))
+    if mtime is None:
+        mtime = int(last_modified * NS)
+    ctime = parse_time_ns(metadata.get("ctime"))
+    return Attrs(
+        mode=kind | perms,
+        uid=uid if uid is not None and uid >= 0 else defaults.uid,
+        gid=gid if gid is not None and gid >= 0 else defaults.gid,
+        mtime_ns=mtime,
+        ctime_ns=ctime if ctime is not None else mtime,
+    )
+
+
+def encode(attrs: Attrs, existing: dict[str, str] | None = None) -> dict[str, str]:
+    """Metadata for an object with these attributes.
+
+    Keys of other tools in `existing` (xattrs, s3cmd-attrs, anything unknown)
+    are kept: zosfs never drops metadata it does not own.
+    """
+    meta = dict(existing or {})
+    meta["mode"] = str(attrs.mode)
+    meta["uid"] = str(attrs.uid)
+    meta["gid"] = str(attrs.gid)
+    meta["mtime"] = format_time_ns(attrs.mtime_ns)
+    if attrs.ctime_ns != attrs.mtime_ns:
+        meta["ctime"] = format_time_ns(attrs.ctime_ns)
+    else:
+        meta.pop("ctime", None)
+    return meta
+
+
+def decode_xattrs(metadata: dict[str, str]) -> dict[str, bytes]:
+    """User xattrs from the s3fs-compatible `xattr` metadata (bad data -> {})."""
+    raw = metadata.get("xattr")
+    if not raw:
+        return {}
+    try:
+        table = json.loads(urllib.parse.unquote(raw))
+        return {str(name): base64.b64decode(value) for name, value in table.items()}
+    except (ValueError, TypeError, AttributeError):
+        return {}
+
+
+def encode_xattrs(xattrs: dict[str, bytes], existing: dict[str, str]) -> dict[str, str]:
+    """Metadata with `xattr` set to these xattrs (or removed when empty)."""
+    meta = dict(existing)
+    if xattrs:
+        table = {name: base64.b64encode(value).decode() for name, value in sorted(xattrs.items())}
+        meta["xattr"] = urllib.parse.quote(json.dumps(table, separators=(",", ":")), safe="")
+    else:
+        meta.pop("xattr", None)
+    return meta

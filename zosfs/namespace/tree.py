@@ -1,0 +1,626 @@
+"""The namespace: names, directories and attributes over a flat key space.
+
+A key `a/b/c.txt` is the file `c.txt` in the directory `a/b`. A directory
+exists when its marker object `a/b/` exists or when any key starts with
+`a/b/` (an implicit directory). Attributes follow s3fs's metadata headers
+(see `metadata.py`).
+
+What is cached, and for how long (all configurable):
+- an inode's attributes: `attr_timeout`;
+- a directory listing: `dir_cache_ttl`; while fresh it answers lookups,
+  including "no such file";
+- a failed lookup: `negative_timeout`;
+- metadata by (key, ETag): forever, in memory and on disk (`metacache.py`),
+  since an object's metadata cannot change without its ETag changing.
+The mount's own changes update all of them at once, so this mount never
+contradicts itself; other writers become visible when the caches expire.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import stat
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import cachetools
+import trio
+
+from zosfs.fserror import FsError
+from zosfs.namespace import names
+from zosfs.namespace.inodes import ROOT_INO, Inode, InodeTable
+from zosfs.namespace.listing import Entry, Listing, SkipLog
+from zosfs.namespace.metacache import CachedMeta, MetaCache
+from zosfs.namespace.metadata import Attrs, Defaults, decode, encode
+from zosfs.options import Options
+from zosfs.zos import Acl, ObjectInfo, WriteOptions, ZosClient, ZosError
+
+log = logging.getLogger(__name__)
+
+DIR_CONTENT_TYPE = "application/x-directory"
+PREFETCH_WINDOW = 256  # entries ahead of a reader of a listing whose metadata is fetched
+RENAME_CONCURRENCY = 16
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+class Namespace:
+    """Lookups, listings and namespace changes, with their caches."""
+
+    def __init__(
+        self,
+        zos: ZosClient,
+        opts: Options,
+        root_prefix: str,
+        metacache: MetaCache,
+    ) -> None:
+        self.zos = zos
+        self.opts = opts
+        self.defaults = Defaults(opts.uid, opts.gid, opts.umask)
+        start = now_ns()
+        self.table = InodeTable(root_prefix, Attrs(self.defaults.dir_mode, opts.uid, opts.gid, start, start))
+        self.metacache = metacache
+        self.listings: cachetools.TTLCache[int, Listing] = cachetools.TTLCache(4096, max(opts.dir_cache_ttl, 1e-9))
+        self.negative: cachetools.TTLCache[tuple[int, str], bool] = cachetools.TTLCache(
+            65536, max(opts.negative_timeout, 1e-9)
+        )
+        self.dir_meta: cachetools.TTLCache[str, ObjectInfo | None] = cachetools.TTLCache(
+            65536, max(opts.attr_timeout, 1.0)
+        )
+        self.skipped = SkipLog()
+        self._heads: dict[str, _PendingHead] = {}
+        self._prefetch_slots = trio.Semaphore(max(4, opts.max_requests))
+        self.nursery: trio.Nursery | None = None  # set by the daemon; runs prefetches
+
+    # -- helpers -------------------------------------------------------------
+
+    def get(self, ino: int) -> Inode:
+        inode = self.table.get(ino)
+        if inode is None:
+            raise FsError(errno.ESTALE, f"inode {ino} is not known (forgotten)")
+        return inode
+
+    def key(self, inode: Inode) -> str:
+        return self.table.key(inode)
+
+    def _refresh_deadline(self) -> float:
+        return time.monotonic() + self.opts.attr_timeout
+
+    def decode(self, metadata: dict[str, str], is_dir: bool, last_modified: float) -> Attrs:
+        return decode(metadata, is_dir=is_dir, last_modified=last_modified, defaults=self.defaults)
+
+    def apply_info(self, inode: Inode, info: ObjectInfo) -> None:
+        """Take an object's HEAD into an inode (size, ETag, metadata, attributes)."""
+        if inode.writer is None:
+            inode.size = info.size
+        inode.etag = info.etag
+        inode.remote = True
+        inode.meta = dict(info.metadata)
+        inode.meta_known = True
+        inode.content_type = info.content_type
+        inode.storage_class = info.storage_class
+        inode.appendable = info.appendable
+        inode.last_modified = info.last_modified
+        inode.attrs = self.decode(info.metadata, inode.is_dir, info.last_modified)
+        if info.tag_count == 0:
+            inode.tags = {}
+        inode.fresh_until = self._refresh_deadline()
+
+    def _apply_cached(self, inode: Inode, entry: Entry, cached: CachedMeta) -> None:
+        inode.size = entry.size
+        inode.etag = entry.etag
+        inode.remote = True
+        inode.meta = dict(cached.metadata)
+        inode.meta_known = True
+        inode.content_type = cached.content_type
+        inode.storage_class = entry.storage_class
+        inode.appendable = cached.appendable
+        inode.last_modified = entry.last_modified
+        inode.fresh_until = self._refresh_deadline()
+
+    def touched(self, attrs: Attrs) -> Attrs:
+        """Attributes after a change of content: mtime and ctime are now."""
+        t = now_ns()
+        return Attrs(attrs.mode, attrs.uid, attrs.gid, t, t)
+
+    def remember(self, key: str, inode: Inode) -> None:
+        """Record an inode's metadata under its current ETag for later mounts."""
+        if inode.etag and not inode.is_dir:
+            self.metacache.put(key, inode.etag, CachedMeta(inode.meta, inode.content_type, inode.appendable))
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        """HEAD an object, sharing one request among concurrent askers.
+        None when there is no such object."""
+        pending = self._heads.get(key)
+        if pending is None:
+            pending = self._heads[key] = _PendingHead()
+            try:
+                try:
+                    pending.result = await self.zos.head(key)
+                except ZosError as err:
+                    if err.errno != errno.ENOENT:
+                        pending.result = err
+                info = pending.result
+                if isinstance(info, ObjectInfo) and not key.endswith("/"):
+                    self.metacache.put(key, info.etag, CachedMeta(info.metadata, info.content_type, info.appendable))
+            finally:
+                del self._heads[key]
+                pending.done.set()
+        else:
+            await pending.done.wait()
+        if isinstance(pending.result, ZosError):
+            raise pending.result
+        return pending.result
+
+    # -- lookups ---------------------------------------------------------------
+
+    def _child_key_base(self, parent: Inode, name: str) -> str:
+        if not parent.is_dir:
+            raise FsError(errno.ENOTDIR, "not a directory")
+        base = self.table.prefix(parent) + name
+        names.check_key(base)
+        return base
+
+    async def lookup(self, parent: Inode, name: str) -> Inode:
+        """The inode for `name` in `parent` (FsError ENOENT if there is none).
+        The caller takes a lookup reference if it hands the inode to the kernel."""
+        base = self._child_key_base(parent, name)
+        inode = self.table.child(parent.ino, name)
+        if inode is not None and not inode.gone and inode.fresh():
+            return inode
+        if (parent.ino, name) in self.negative:
+            raise FsError(errno.ENOENT)
+        listing = self.listings.get(parent.ino)
+        if listing is not None:
+            entry = listing.entries.get(name)
+            if entry is None:
+                raise FsError(errno.ENOENT)
+            return await self._materialize(parent, entry, inode)
+        entry, info = await self._probe(base, name, inode)
+        if entry is None:
+            self.negative[(parent.ino, name)] = True
+            if inode is not None and inode.writer is None:
+                self.table.detach(inode)
+            raise FsError(errno.ENOENT)
+        return await self._materialize(parent, entry, inode, info)
+
+    async def _probe(self, base: str, name: str, known: Inode | None) -> tuple[Entry | None, ObjectInfo | None]:
+        """Ask the server what `base` is: a file (HEAD), a directory (a key
+        below `base/`), both (the directory wins), or nothing."""
+        if known is not None and not known.is_dir and not known.gone:
+            info = await self.head(base)
+            if info is not None:
+                return Entry(name, False, info.size, info.etag, info.last_modified, info.storage_class), info
+        info = None
+        below = False
+
+        async def head_file() -> None:
+            nonlocal info
+            info = await self.head(base)
+
+        async def list_dir() -> None:
+            nonlocal below
+            page = await self.zos.list(base + "/", "/", max_keys=1)
+            below = bool(page.entries or page.prefixes)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(head_file)
+            nursery.start_soon(list_dir)
+        if below:
+            if info is not None:
+                self.skipped.note(base, f"file hidden by the directory {base + '/'!r} of the same name (it is kept in the bucket)")
+            return Entry(name, True), None
+        if info is not None:
+            return Entry(name, False, info.size, info.etag, info.last_modified, info.storage_class), info
+        return None, None
+
+    async def _materialize(self, parent: Inode, entry: Entry, known: Inode | None, info: ObjectInfo | None = None) -> Inode:
+        """An inode for a listed (or probed) name, with its attributes loaded."""
+        base = self.table.prefix(parent) + entry.name
+        if entry.is_dir:
+            inode = known if known is not None and known.is_dir and not known.gone else None
+            if inode is None:
+                inode = self.table.add(parent, entry.name, self.decode({}, True, 0))
+                inode.attrs = Attrs(self.defaults.dir_mode, self.defaults.uid, self.defaults.gid,
+                                    self.table.root.attrs.mtime_ns, self.table.root.attrs.mtime_ns)
+            if not inode.fresh():
+                await self._load_dir(inode, base + "/")
+            return inode
+        if known is not None and not known.is_dir and not known.gone:
+            if known.writer is not None:
+                return known  # local, unflushed state is newer than anything listed
+            if known.etag == entry.etag and known.meta_known and info is None:
+                known.fresh_until = self._refresh_deadline()
+                return known
+        cached = None
+        if info is None and self.opts.no_metadata:
+            cached = CachedMeta({}, None, False)
+        elif info is None:
+            cached = self.metacache.get(base, entry.etag)
+            if cached is None:
+                info = await self.head(base)
+                if info is None:
+                    self._vanished(parent, entry.name)
+                    raise FsError(errno.ENOENT, "the object disappeared")
+        metadata = info.metadata if info is not None else cached.metadata  # type: ignore[union-attr]
+        attrs = self.decode(metadata, False, info.last_modified if info else entry.last_modified)
+        if known is not None and not known.gone and not known.is_dir and stat.S_IFMT(known.attrs.mode) == attrs.kind:
+            inode = known
+        else:
+            inode = self.table.add(parent, entry.name, attrs)
+        if info is not None:
+            self.apply_info(inode, info)
+        else:
+            self._apply_cached(inode, entry, cached)  # type: ignore[arg-type]
+            inode.attrs = attrs
+        return inode
+
+    async def _load_dir(self, inode: Inode, marker: str) -> None:
+        """Attributes of a directory from its marker object, if it has one."""
+        if self.opts.no_metadata:
+            inode.fresh_until = self._refresh_deadline()
+            return
+        if marker in self.dir_meta:
+            info = self.dir_meta[marker]
+        else:
+            info = await self.head(marker)
+            self.dir_meta[marker] = info
+        if info is not None:
+            self.apply_info(inode, info)
+            inode.size = 0
+        else:
+            inode.remote = False
+            inode.fresh_until = self._refresh_deadline()
+
+    def _vanished(self, parent: Inode, name: str) -> None:
+        listing = self.listings.get(parent.ino)
+        if listing is not None:
+            listing.remove(name)
+        self.negative[(parent.ino, name)] = True
+
+    async def getattr(self, inode: Inode) -> Inode:
+        """The inode with attributes no older than attr_timeout."""
+        if inode.fresh() or inode.gone or inode.ino == ROOT_INO:
+            return inode
+        key = self.key(inode)
+        if inode.is_dir:
+            self.dir_meta.pop(key, None)
+            await self._load_dir(inode, key)
+            return inode
+        if not inode.remote:
+            return inode  # created here, not uploaded yet: nothing to revalidate
+        info = await self.head(key)
+        if info is None:
+            parent = self.table.get(inode.parent)
+            if parent is not None:
+                self._vanished(parent, inode.name)
+            self.table.detach(inode)
+            raise FsError(errno.ENOENT, "the object was deleted by another client")
+        self.apply_info(inode, info)
+        return inode
+
+    # -- listings ----------------------------------------------------------------
+
+    async def listing(self, directory: Inode) -> Listing:
+        """The directory's names, from the cache or by listing it."""
+        listing = self.listings.get(directory.ino)
+        if listing is not None:
+            return listing
+        prefix = self.table.prefix(directory)
+        listing = Listing(prefix)
+        async for page in self.zos.list_all(prefix, "/"):
+            listing.add_page(page, self.skipped)
+        for child in self.table.children(directory):
+            if not child.remote and child.name not in listing.entries:
+                listing.entries[child.name] = Entry(child.name, child.is_dir, child.size)
+        listing.finish()
+        if directory.ino != ROOT_INO:
+            directory.remote = directory.remote or listing.has_marker
+        self.listings[directory.ino] = listing
+        return listing
+
+    def prefetch(self, directory: Inode, entries: list[Entry]) -> None:
+        """Start fetching the metadata a reader of this listing will need next,
+        concurrently, so that `ls -l` does not wait for one HEAD after another."""
+        if self.nursery is None or self.opts.no_metadata:
+            return
+        prefix = self.table.prefix(directory)
+        for entry in entries:
+            key = prefix + entry.name + ("/" if entry.is_dir else "")
+            if key in self._heads:
+                continue
+            if entry.is_dir:
+                if key in self.dir_meta:
+                    continue
+            else:
+                known = self.table.child(directory.ino, entry.name)
+                if known is not None and known.etag == entry.etag and known.meta_known:
+                    continue
+                if self.metacache.get(key, entry.etag) is not None:
+                    continue
+            self.nursery.start_soon(self._prefetch_one, key, entry.is_dir)
+
+    async def _prefetch_one(self, key: str, is_dir: bool) -> None:
+        async with self._prefetch_slots:
+            try:
+                info = await self.head(key)
+            except ZosError as err:
+                log.debug("prefetching metadata of %r failed: %s", key, err)
+                return
+            if is_dir:
+                self.dir_meta[key] = info
+
+    async def entry_inode(self, directory: Inode, entry: Entry) -> Inode:
+        """The inode of a listed name (for readdir)."""
+        return await self._materialize(directory, entry, self.table.child(directory.ino, entry.name))
+
+    # -- changes -------------------------------------------------------------------
+
+    def _check_new(self, parent: Inode, name: str, is_dir: bool) -> str:
+        """The key for a new name; EEXIST if this mount knows the name exists."""
+        base = self._child_key_base(parent, name)
+        if is_dir:
+            names.check_key(base + "/")
+        existing = self.table.child(parent.ino, name)
+        if existing is not None and not existing.gone:
+            raise FsError(errno.EEXIST)
+        return base
+
+    def _added(self, parent: Inode, inode: Inode) -> None:
+        """Tell the caches about a name this mount created or moved here."""
+        self.negative.pop((parent.ino, inode.name), None)
+        listing = self.listings.get(parent.ino)
+        if listing is not None:
+            listing.put(Entry(inode.name, inode.is_dir, inode.size, inode.etag))
+        inode.fresh_until = self._refresh_deadline()
+
+    def _removed(self, parent: Inode, inode: Inode, name: str) -> None:
+        listing = self.listings.get(parent.ino)
+        if listing is not None:
+            listing.remove(name)
+        self.negative[(parent.ino, name)] = True
+
+    async def mkdir(self, parent: Inode, name: str, mode: int, uid: int, gid: int) -> Inode:
+        key = self._check_new(parent, name, True) + "/"
+        t = now_ns()
+        attrs = Attrs(stat.S_IFDIR | stat.S_IMODE(mode), uid, gid, t, t)
+        meta = encode(attrs)
+        etag = await self.zos.put(key, b"", WriteOptions(metadata=meta, content_type=DIR_CONTENT_TYPE))
+        inode = self.table.add(parent, name, attrs)
+        inode.remote, inode.etag, inode.meta, inode.meta_known = True, etag, meta, True
+        inode.content_type = DIR_CONTENT_TYPE
+        inode.tags = {}
+        self.dir_meta.pop(key, None)
+        empty = Listing(key)
+        empty.has_marker = True
+        empty.finish()
+        self.listings[inode.ino] = empty
+        self._added(parent, inode)
+        return inode
+
+    def create_file(self, parent: Inode, name: str, mode: int, uid: int, gid: int) -> Inode:
+        """A new, empty file that exists only here until its first upload."""
+        self._check_new(parent, name, False)
+        t = now_ns()
+        inode = self.table.add(parent, name, Attrs(stat.S_IFREG | stat.S_IMODE(mode), uid, gid, t, t))
+        inode.meta_known = True
+        inode.tags = {}
+        self._added(parent, inode)
+        return inode
+
+    async def symlink(self, parent: Inode, name: str, target: str, uid: int, gid: int) -> Inode:
+        """A symlink, stored as s3fs does: the target as the body, S_IFLNK in the mode."""
+        key = self._check_new(parent, name, False)
+        t = now_ns()
+        attrs = Attrs(stat.S_IFLNK | 0o777, uid, gid, t, t)
+        meta = encode(attrs)
+        body = target.encode("utf-8", "surrogateescape")
+        etag = await self.zos.put(key, body, WriteOptions(metadata=meta))
+        inode = self.table.add(parent, name, attrs)
+        inode.remote, inode.etag, inode.meta, inode.meta_known = True, etag, meta, True
+        inode.size, inode.target, inode.tags = len(body), target, {}
+        self.remember(key, inode)
+        self._added(parent, inode)
+        return inode
+
+    async def readlink(self, inode: Inode) -> str:
+        if not inode.is_link:
+            raise FsError(errno.EINVAL, "not a symlink")
+        if inode.target is None:
+            data = await self.zos.get(self.key(inode), if_match=inode.etag or None)
+            inode.target = bytes(data).decode("utf-8", "surrogateescape")
+        return inode.target
+
+    async def unlink(self, parent: Inode, name: str) -> Inode:
+        """Delete a file or symlink. Returns the unlinked inode (which lives on
+        while open)."""
+        inode = await self.lookup(parent, name)
+        if inode.is_dir:
+            raise FsError(errno.EISDIR)
+        key = self.key(inode)
+        if inode.remote:
+            await self._delete(key)
+        self.metacache.forget(key)
+        self.table.detach(inode)
+        self._removed(parent, inode, name)
+        return inode
+
+    async def _delete(self, key: str) -> None:
+        try:
+            await self.zos.delete(key)
+        except ZosError as err:
+            if err.errno != errno.ENOENT:
+                raise
+
+    async def rmdir(self, parent: Inode, name: str) -> None:
+        inode = await self.lookup(parent, name)
+        if not inode.is_dir:
+            raise FsError(errno.ENOTDIR)
+        if any(not child.remote or child.writer is not None for child in self.table.children(inode)):
+            raise FsError(errno.ENOTEMPTY)
+        prefix = self.table.prefix(inode)
+        page = await self.zos.list(prefix, None, max_keys=2)
+        if any(e.key != prefix for e in page.entries) or page.prefixes:
+            raise FsError(errno.ENOTEMPTY)
+        if page.entries:
+            await self._delete(prefix)
+        self.listings.pop(inode.ino, None)
+        self.dir_meta.pop(prefix, None)
+        self.table.detach(inode)
+        self._removed(parent, inode, name)
+
+    async def rename(self, src_parent: Inode, src_name: str, dst_parent: Inode, dst_name: str, flags: int) -> Inode:
+        """Rename by copy-then-delete (files) or by moving every key below a
+        directory, copies first, so an interruption leaves duplicates, never
+        losses. The caller flushes unwritten data first."""
+        if flags & RENAME_EXCHANGE:
+            raise FsError(errno.EINVAL, "RENAME_EXCHANGE is not supported: two objects cannot be swapped atomically")
+        src = await self.lookup(src_parent, src_name)
+        dst_base = self._child_key_base(dst_parent, dst_name)
+        try:
+            dst: Inode | None = await self.lookup(dst_parent, dst_name)
+        except FsError as err:
+            if err.errno != errno.ENOENT:
+                raise
+            dst = None
+        if dst is src:
+            return src
+        if dst is not None and flags & RENAME_NOREPLACE:
+            raise FsError(errno.EEXIST)
+        if src.is_dir:
+            if dst is not None and not dst.is_dir:
+                raise FsError(errno.ENOTDIR)
+            if dst_parent is src or self.table.is_below(dst_parent, src):
+                raise FsError(errno.EINVAL, "cannot move a directory into itself")
+            if dst is not None:
+                await self.rmdir(dst_parent, dst_name)  # ENOTEMPTY unless empty, as POSIX says
+            names.check_key(dst_base + "/")
+            await self._move_tree(self.table.prefix(src), dst_base + "/")
+            self.listings.pop(src.ino, None)
+        else:
+            if dst is not None and dst.is_dir:
+                raise FsError(errno.EISDIR)
+            src_key = self.key(src)
+            if src.remote:
+                etag = await self.zos.copy(src_key, dst_base, size=src.size)
+                await self._delete(src_key)
+                if etag:
+                    src.etag = etag
+                self.metacache.forget(src_key)
+            if dst is not None:
+                self.metacache.forget(dst_base)
+        self._removed(src_parent, src, src_name)
+        if dst is not None:
+            self.table.detach(dst)
+        self.table.move(src, dst_parent, dst_name)
+        self.remember(dst_base, src)
+        self._added(dst_parent, src)
+        return src
+
+    async def _move_tree(self, src_prefix: str, dst_prefix: str) -> None:
+        objects = []
+        async for page in self.zos.list_all(src_prefix, None):
+            objects += page.entries
+        for obj in objects:
+            names.check_key(dst_prefix + obj.key[len(src_prefix):])
+        slots = trio.Semaphore(RENAME_CONCURRENCY)
+        failures: list[ZosError] = []
+
+        async def copy_one(obj: Any) -> None:
+            async with slots:
+                try:
+                    await self.zos.copy(obj.key, dst_prefix + obj.key[len(src_prefix):], size=obj.size)
+                except ZosError as err:
+                    failures.append(err)
+
+        async with trio.open_nursery() as nursery:
+            for obj in objects:
+                nursery.start_soon(copy_one, obj)
+        if failures:
+            log.error("moving %r to %r: %d of %d copies failed (first: %s); the source is untouched",
+                      src_prefix, dst_prefix, len(failures), len(objects), failures[0])
+            raise failures[0]
+        for failure in await self.zos.delete_many(o.key for o in objects):
+            log.error("moved %r, but could not delete the original %r: %s (%s)",
+                      src_prefix, failure.key, failure.message, failure.code)
+        for obj in objects:
+            self.metacache.forget(obj.key)
+
+    # -- attributes ------------------------------------------------------------------
+
+    async def write_options(self, inode: Inode, metadata: dict[str, str], *, replacing: bool) -> WriteOptions:
+        """What a write of this object must carry so that nothing is lost.
+
+        An append, PUT or multipart upload replaces metadata, content type,
+        tags and ACL, so it (`replacing`) sends them all; a copy keeps the tags
+        by itself but resets the ACL, so a copy sends the ACL.
+        """
+        key = self.key(inode)
+        tags = None
+        if replacing:
+            if inode.tags is None:
+                inode.tags = await self.zos.get_tags(key) if inode.remote else {}
+            tags = inode.tags or None
+        acl = await self.acl(inode)
+        grants = None if acl is None or is_default_acl(acl) else acl.grants
+        return WriteOptions(metadata=metadata, content_type=inode.content_type, tags=tags, grants=grants)
+
+    async def acl(self, inode: Inode) -> Acl | None:
+        """The object's ACL (read once, then kept); None for objects not uploaded."""
+        if inode.acl is None and inode.remote:
+            inode.acl = await self.zos.get_acl(self.key(inode))
+        return inode.acl
+
+    async def set_attrs(self, inode: Inode, attrs: Attrs, *, persist: bool) -> None:
+        """Change mode/owner/times; with `persist`, rewrite the object's metadata
+        now (otherwise the next upload of pending data carries them)."""
+        inode.attrs = attrs
+        if not persist:
+            return
+        key = self.key(inode)
+        meta = encode(attrs, inode.meta)
+        if inode.is_dir:
+            if inode.ino == ROOT_INO and not key:
+                return  # the bucket's root has no marker to hold metadata
+            opts = await self.write_options(inode, meta, replacing=True)
+            opts.content_type = inode.content_type or DIR_CONTENT_TYPE
+            inode.etag = await self.zos.put(key, b"", opts)
+            inode.remote = True
+            self.dir_meta.pop(key, None)
+        elif not inode.remote:
+            return
+        elif inode.appendable:
+            opts = await self.write_options(inode, meta, replacing=True)
+            # A zero-length append replaces the metadata and keeps the object
+            # appendable (a copy would make it a normal object).
+            await self.zos.append(key, inode.size, b"", opts)
+            inode.etag = ""  # RGW gave it a new ETag we cannot compute here
+        else:
+            opts = await self.write_options(inode, meta, replacing=False)
+            inode.etag = await self.zos.copy(key, key, opts, size=inode.size)
+        inode.meta = meta
+        self.remember(key, inode)
+
+
+class _PendingHead:
+    """One HEAD in flight, and its answer for everyone who waited for it."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.result: ObjectInfo | ZosError | None = None
+
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+
+def is_default_acl(acl: Acl) -> bool:
+    """Only the owner, with full control: what every new object gets anyway."""
+    return len(acl.grants) == 1 and acl.grants[0].permission == "FULL_CONTROL" and acl.grants[0].grantee == acl.owner_id
+
+
+AsyncFn = Callable[..., Awaitable[Any]]

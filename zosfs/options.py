@@ -1,0 +1,263 @@
+"""Mount options: one frozen object, declared once.
+
+Every `-o` option is one field of `Options` with its default and meaning. The
+same declaration parses `-o` strings and config files, checks values, and
+generates the README's option table (`python -m zosfs.options`), so the three
+cannot drift apart. Nothing else in zosfs reads the environment or argv for
+configuration: the daemon builds one `Options` and passes it down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+KiB, MiB, GiB = 1024, 1024**2, 1024**3
+
+
+class OptionError(ValueError):
+    """A bad option; its message is one line meant for the user."""
+
+
+def parse_size(text: str) -> int:
+    """'64M' -> 67108864. Suffixes K, M, G, T (powers of 1024), optional 'iB'/'B'."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(?:i?[bB])?\s*", text)
+    if not m:
+        raise ValueError(f"not a size: {text!r} (examples: 4096, 512K, 8M, 2G)")
+    factor = {"": 1, "k": KiB, "m": MiB, "g": GiB, "t": 1024**4}[m.group(2).lower()]
+    return int(float(m.group(1)) * factor)
+
+
+def parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("", "1", "yes", "true", "on"):
+        return True
+    if low in ("0", "no", "false", "off"):
+        return False
+    raise ValueError(f"not a yes/no value: {text!r}")
+
+
+def parse_octal(text: str) -> int:
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise ValueError(f"not an octal mode: {text!r}") from None
+
+
+def parse_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"not a number of seconds: {text!r}") from None
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def parse_positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def parse_choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def opt(default: Any, help: str, parse: Callable[[str], Any] | None = None, shown: str = "") -> Any:
+    """Declare one option: its default, its meaning, and (when the field's type
+    alone does not say) how to parse it."""
+    return dataclasses.field(default=default, metadata={"help": help, "parse": parse, "shown": shown})
+
+
+_PARSE_BY_TYPE: dict[str, Callable[[str], Any]] = {"str": str, "bool": parse_bool, "int": int, "float": parse_seconds}
+
+
+@dataclass(frozen=True)
+class Options:
+    """All settings of one mount. Built once; never changed afterwards.
+
+    Each field is one `-o` option; its metadata is the README's documentation.
+    """
+
+    # Where and who
+    endpoint: str = opt("", "URL of the ZOS endpoint, e.g. `https://region.zos.ctyun.cn`.", shown="(required)")
+    region: str = opt("us-east-1", "Region used in request signatures.")
+    signature: str = opt("v4", "Request signature version: `v4` or `v2`.", parse_choice("v4", "v2"))
+    credentials: str = opt("", "File with `ACCESS_KEY:SECRET_KEY` (s3fs passwd format) or an AWS shared-credentials file; refused if group or others can read it.", shown="see Credentials")
+    profile: str = opt("", "Profile to use from an AWS shared-credentials file.", shown="`default`")
+    access_key: str = opt("", "Access key id (secrets are never accepted as options; see Credentials).")
+    no_verify_ssl: bool = opt(False, "Do not verify the endpoint's TLS certificate.")
+    # Mount
+    allow_other: bool = opt(False, "Let users other than the one who mounted use the mount.")
+    ro: bool = opt(False, "Mount read-only.")
+    uid: int = opt(-1, "Owner of objects that carry no uid metadata.", shown="mounting user")
+    gid: int = opt(-1, "Group of objects that carry no gid metadata.", shown="mounting group")
+    umask: int = opt(0o022, "Umask for objects that carry no mode metadata (files 0666, dirs 0777 before it).", parse_octal, "022")
+    no_metadata: bool = opt(False, "Never read per-object metadata: modes, owners and times come from the defaults and LastModified (fast listings for plain data buckets).")
+    fsname: str = opt("", "Source name shown by `mount` and `df`.", shown="`zosfs:BUCKET`")
+    # Caching of names and attributes
+    attr_timeout: float = opt(5.0, "Seconds the kernel and zosfs may reuse file attributes.")
+    entry_timeout: float = opt(5.0, "Seconds a name lookup may be reused.")
+    negative_timeout: float = opt(5.0, "Seconds a failed lookup (no such file) may be reused.")
+    dir_cache_ttl: float = opt(5.0, "Seconds a directory listing may be reused.")
+    cache_dir: str = opt("", "Directory for the persistent metadata cache (and the disk block cache).", shown="`~/.cache/zosfs`")
+    # Reading
+    cache_size: int = opt(256 * MiB, "Memory budget of the block cache.", parse_size, "256M")
+    block_size: int = opt(4 * MiB, "Size of a cached block (one ranged GET).", parse_size, "4M")
+    readahead: int = opt(64 * MiB, "Largest prefetch window of a sequential reader.", parse_size, "64M")
+    disk_cache_size: int = opt(0, "Byte budget of the on-disk block cache in `cache_dir` (0: off).", parse_size, "0")
+    # Writing
+    staging_dir: str = opt("", "Directory for data not yet uploaded.", shown="`CACHE_DIR/staging`")
+    staging_size: int = opt(4 * GiB, "Budget of not-yet-uploaded data; writers wait while it is full.", parse_size, "4G")
+    append_chunk: int = opt(4 * MiB, "A new or appendable file is sent by append upload whenever this much new data has arrived.", parse_size, "4M")
+    multipart_threshold: int = opt(1 * GiB, "New files are streamed by append upload until they grow past this size, then by parallel multipart upload.", parse_size, "1G")
+    rewrite_threshold: int = opt(16 * MiB, "A changed file up to this size is re-uploaded whole; a larger one is rebuilt by multipart upload that copies unchanged parts on the server.", parse_size, "16M")
+    part_size: int = opt(8 * MiB, "Size of a multipart upload part (at least 5M).", parse_size, "8M")
+    upload_concurrency: int = opt(8, "Parts uploaded at once per file.", parse_positive_int)
+    max_requests: int = opt(32, "Requests in flight at once (threads and connections).", parse_positive_int)
+    flush_timeout: float = opt(600.0, "On unmount or SIGTERM, seconds to wait for uploads before leaving the rest in staging.")
+    # Object lock
+    bypass_governance: bool = opt(False, "Let the mount's owner shorten or remove GOVERNANCE retention.")
+    # Service details
+    append_header: str = opt("x-rgw-next-append-position", "Response header that carries the next append position.")
+    connect_timeout: float = opt(10.0, "Seconds to wait for a connection.")
+    read_timeout: float = opt(60.0, "Seconds to wait for an answer before the request fails or is retried.")
+    retries: int = opt(5, "Attempts per idempotent request (with backoff and jitter).", parse_positive_int)
+    # Logging
+    log_level: str = opt("info", "Log level: debug, info, warning, error.", parse_choice("debug", "info", "warning", "error"))
+    log_file: str = opt("", "Log to this file instead of stderr (foreground) or syslog (background).")
+    config: str = opt("", "Read further `name=value` options from this file (one per line, `#` comments).")
+
+    def with_defaults_resolved(self) -> Options:
+        """Fill in defaults that depend on who runs the mount."""
+        changes: dict[str, Any] = {}
+        if self.uid < 0:
+            changes["uid"] = os.getuid()
+        if self.gid < 0:
+            changes["gid"] = os.getgid()
+        if not self.cache_dir:
+            base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+            changes["cache_dir"] = os.path.join(base, "zosfs")
+        if not self.staging_dir:
+            changes["staging_dir"] = os.path.join(changes.get("cache_dir", self.cache_dir), "staging")
+        return dataclasses.replace(self, **changes)
+
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Options)}
+# Options that mount(8) and fstab pass along and that mean nothing to zosfs.
+IGNORED = {"rw", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "auto", "noauto", "user", "nouser",
+           "users", "_netdev", "nofail", "defaults", "atime", "noatime", "relatime", "async",
+           "default_permissions"}
+SECRET_NAMES = {"secret_key", "secret", "secret_access_key", "aws_secret_access_key", "password", "passwd"}
+
+
+def split_o(text: str) -> list[tuple[str, str | None]]:
+    """'a=1,b,c=x' -> [('a','1'), ('b',None), ('c','x')]. Commas may be escaped as '\\,'."""
+    items = []
+    for part in re.split(r"(?<!\\),", text):
+        part = part.replace("\\,", ",").strip()
+        if not part:
+            continue
+        name, eq, value = part.partition("=")
+        items.append((name.strip(), value if eq else None))
+    return items
+
+
+def read_config_file(path: str) -> list[tuple[str, str | None]]:
+    """`name=value` lines; blank lines and `#` comments ignored."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as err:
+        raise OptionError(f"cannot read config file {path}: {err.strerror}") from None
+    items = []
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, eq, value = line.partition("=")
+            items.append((name.strip(), value.strip() if eq else None))
+    return items
+
+
+def build(items: Iterable[tuple[str, str | None]]) -> Options:
+    """Check and convert options. A config= file is read first, so that
+    options given on the command line win over it."""
+    items = list(items)
+    config_files = [v for n, v in items if n == "config" and v]
+    merged = [item for path in config_files for item in read_config_file(path)] + items
+    values: dict[str, Any] = {}
+    for name, raw in merged:
+        if name in IGNORED:
+            continue
+        if name in SECRET_NAMES:
+            raise OptionError(
+                f"option {name!r}: secrets are not accepted as options (they would show in `ps`); "
+                "use credentials=FILE or the environment"
+            )
+        field = FIELDS.get(name)
+        if field is None:
+            raise OptionError(f"unknown option {name!r} (see `zosfs --help`)")
+        parse = parser(field)
+        if raw is None and parse is not parse_bool:
+            raise OptionError(f"option {name!r} needs a value: {name}=...")
+        try:
+            values[name] = parse(raw if raw is not None else "")
+        except ValueError as err:
+            raise OptionError(f"option {name}: {err}") from None
+    opts = Options(**values)
+    check(opts)
+    return opts
+
+
+def check(opts: Options) -> None:
+    """Relations between options that a single parser cannot see."""
+    if opts.part_size < 5 * MiB:
+        raise OptionError("option part_size: must be at least 5M (the multipart minimum)")
+    if opts.part_size > 5 * GiB:
+        raise OptionError("option part_size: must be at most 5G")
+    if opts.block_size < 64 * KiB:
+        raise OptionError("option block_size: must be at least 64K")
+    if opts.cache_size < 2 * opts.block_size:
+        raise OptionError("option cache_size: must hold at least two blocks")
+    if opts.append_chunk < 1:
+        raise OptionError("option append_chunk: must be positive")
+    if opts.rewrite_threshold < opts.part_size:
+        raise OptionError("option rewrite_threshold: must be at least part_size")
+    if opts.endpoint and not re.match(r"^https?://[^/\s]+", opts.endpoint):
+        raise OptionError(f"option endpoint: not an http(s) URL: {opts.endpoint!r}")
+
+
+def parser(field: dataclasses.Field) -> Callable[[str], Any]:
+    return field.metadata["parse"] or _PARSE_BY_TYPE[str(field.type)]
+
+
+def markdown_table() -> str:
+    """The README's option table."""
+    rows = ["| option | default | meaning |", "| --- | --- | --- |"]
+    for f in FIELDS.values():
+        if f.metadata["shown"]:
+            default = f.metadata["shown"]
+        elif parser(f) is parse_bool:
+            default = "off"
+        else:
+            default = f"`{f.default}`" if f.default != "" else "(none)"
+        rows.append(f"| `{f.name}` | {default} | {f.metadata['help']} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -1,0 +1,28 @@
+"""The object-store client layer: the only package in zosfs that speaks to the
+object store (and the only one that imports boto3)."""
+
+from zosfs.zos.client import (
+    Acl,
+    Appended,
+    ClientConfig,
+    DeleteFailure,
+    Grant,
+    ListEntry,
+    ListPage,
+    ObjectInfo,
+    Part,
+    RequestStats,
+    Retention,
+    Upload,
+    WriteOptions,
+    ZosClient,
+    next_append_etag,
+)
+from zosfs.zos.errors import ZosError
+from zosfs.zos.http import FileRegion
+from zosfs.zos.probe import Capabilities, probe
+
+__all__ = [
+    "Acl", "Appended", "Capabilities", "ClientConfig", "DeleteFailure", "FileRegion", "Grant", "ListEntry", "ListPage",
+    "ObjectInfo", "Part", "RequestStats", "Retention", "Upload", "WriteOptions", "ZosClient", "ZosError", "next_append_etag", "probe",
+]

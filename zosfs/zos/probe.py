@@ -1,0 +1,75 @@
+"""What the bucket allows, found out once at mount time.
+
+The probe answers two questions before anything is mounted: can we reach the
+bucket at all (with a message a person can act on when not), and can the
+write path use append upload (RGW refuses it in versioned buckets, so in
+every object-lock bucket too).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from zosfs.zos.client import ZosClient
+from zosfs.zos.errors import CONNECTION_FAILED, TIMEOUT, ZosError
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    endpoint: str
+    bucket: str
+    versioning: str | None  # "Enabled", "Suspended" or None (never enabled)
+    object_lock: bool
+    append: bool
+
+    def describe(self) -> str:
+        """Lines for `zosfs check`."""
+        return "\n".join(
+            [
+                f"endpoint:    {self.endpoint}",
+                f"bucket:      {self.bucket}",
+                f"versioning:  {self.versioning or 'off'}",
+                f"object lock: {'enabled' if self.object_lock else 'off'}",
+                f"append:      {'available' if self.append else 'unavailable (versioned or object-lock bucket)'}",
+            ]
+        )
+
+
+def _explain(err: ZosError, client: ZosClient) -> ZosError:
+    """Rewrite a failed HeadBucket into a message that says what to fix."""
+    endpoint, bucket = client.config.endpoint, client.bucket
+    if err.code in (CONNECTION_FAILED, TIMEOUT):
+        err.message = f"cannot reach the endpoint {endpoint} ({err.message}); check the endpoint option and the network"
+    elif err.code in ("NoSuchBucket", "NotFound"):
+        err.message = f"bucket {bucket!r} does not exist at {endpoint}"
+    elif err.code == "RequestTimeTooSkewed":
+        err.message = "this machine's clock differs too much from the server's; fix the clock (NTP) and retry"
+    elif err.code in ("InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        err.message = f"the server at {endpoint} rejected the credentials: {err.message}"
+    elif err.code in ("AccessDenied", "Forbidden"):
+        err.message = f"access to bucket {bucket!r} denied for these credentials"
+    err.op, err.key = "mount", bucket
+    return err
+
+
+async def probe(client: ZosClient) -> Capabilities:
+    """Check the bucket answers and learn what it allows. Raises ZosError."""
+    try:
+        await client.head_bucket()
+    except ZosError as err:
+        if err.status in (400, 403):
+            # HEAD answers have no body; a GET says which 403 this is
+            # (unknown key, bad secret, clock skew, or a plain denial).
+            try:
+                await client.list(max_keys=1)
+            except ZosError as detailed:
+                err = detailed
+        raise _explain(err, client) from None
+    try:
+        versioning = await client.get_versioning()
+        lock = await client.get_object_lock()
+    except ZosError as err:
+        raise _explain(err, client) from None
+    object_lock = bool(lock and lock.get("ObjectLockEnabled") == "Enabled")
+    append = versioning is None and not object_lock
+    return Capabilities(client.config.endpoint, client.bucket, versioning, object_lock, append)
