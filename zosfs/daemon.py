@@ -17,6 +17,7 @@ import logging.handlers
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -36,6 +37,7 @@ from zosfs.fuse_ops import Operations
 from zosfs.namespace.metacache import MetaCache
 from zosfs.namespace.tree import Namespace
 from zosfs.options import Options
+from zosfs.xattrs import Xattrs
 from zosfs.zos import ClientConfig, RequestStats, ZosClient, probe
 
 log = logging.getLogger("zosfs")
@@ -149,25 +151,31 @@ def mount_type(mountpoint: str) -> str | None:
 
 
 def check_mountpoint(mountpoint: str) -> None:
-    """Refuse a mount point that cannot work; clean up one left by a crash."""
+    """Refuse a mount point that cannot work; clean up one left by a crash.
+
+    A FUSE mount whose daemon died still answers stat() from the kernel's
+    attribute cache, so liveness is tested with statfs, which always asks the
+    daemon (and fails with ENOTCONN when there is none).
+    """
+    kind = mount_type(mountpoint)
+    if kind is not None and kind.startswith("fuse"):
+        try:
+            os.statvfs(mountpoint)
+        except OSError as err:
+            if err.errno not in (errno.ENOTCONN, errno.ECONNABORTED):
+                raise MountError(f"mount point {mountpoint}: {err.strerror}") from None
+            log.warning("%s was left mounted by a daemon that died; unmounting it", mountpoint)
+            subprocess.run(["fusermount3", "-u", "-z", mountpoint], check=False, capture_output=True)
+            print(f"zosfs: cleaned up a stale mount at {mountpoint} (its daemon had died)", file=sys.stderr)
+        else:
+            if kind == "fuse.zosfs":
+                raise MountError(f"{mountpoint} is already mounted by zosfs; unmount it first (fusermount3 -u {mountpoint})")
     try:
         st = os.stat(mountpoint)
     except OSError as err:
-        if err.errno == errno.ENOTCONN:
-            log.warning("%s was left mounted by a daemon that died; unmounting it", mountpoint)
-            subprocess.run(["fusermount3", "-u", "-z", mountpoint], check=False, capture_output=True)
-            try:
-                st = os.stat(mountpoint)
-            except OSError as err2:
-                raise MountError(f"mount point {mountpoint}: {err2.strerror}") from None
-            print(f"zosfs: cleaned up a stale mount at {mountpoint} (its daemon had died)", file=sys.stderr)
-        else:
-            raise MountError(f"mount point {mountpoint}: {err.strerror}") from None
-    if not os.path.isdir(mountpoint):
+        raise MountError(f"mount point {mountpoint}: {err.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
         raise MountError(f"mount point {mountpoint} is not a directory")
-    if mount_type(mountpoint) == "fuse.zosfs":
-        raise MountError(f"{mountpoint} is already mounted by zosfs; unmount it first (fusermount3 -u {mountpoint})")
-    del st
 
 
 def set_read_ahead(mountpoint: str) -> None:
@@ -180,6 +188,34 @@ def set_read_ahead(mountpoint: str) -> None:
             f.write(str(READ_AHEAD_KB))
     except OSError as err:
         log.debug("cannot set %s: %s", path, err.strerror)
+
+
+# -- test-only fault injection ------------------------------------------------------------
+
+FAULT_ENV = "ZOSFS_TEST_FAULT"
+
+
+def injected_faults(spec: str) -> Callable[[str], None]:
+    """For tests only: `Operations.fault` from ZOSFS_TEST_FAULT.
+
+    `spec` is `OP[:N][,OP[:N]...]`: the first N calls (default 1) of handler
+    OP (one of those that call `_check_fault`: lookup, getattr, opendir,
+    mkdir, read, write, ...) raise an unexpected RuntimeError, so that a test
+    can show such an error becomes EIO and a log line while the mount lives on.
+    Never set this in production.
+    """
+    remaining: dict[str, int] = {}
+    for item in spec.split(","):
+        op, _, count = item.strip().partition(":")
+        if op:
+            remaining[op] = int(count) if count.strip().isdigit() else 1
+
+    def fault(op: str) -> None:
+        if remaining.get(op, 0) > 0:
+            remaining[op] -= 1
+            raise RuntimeError(f"fault injected into {op} by {FAULT_ENV}")
+
+    return fault
 
 
 def rss_bytes() -> int:
@@ -242,9 +278,14 @@ class Mount:
                 log.warning("data of %r from an earlier run that was not uploaded is in %s (journal %s)",
                             left.get("key"), left["path"], left["journal"])
             ns = Namespace(zos, opts, self.source.prefix, metacache)
+            ns.object_lock = caps.object_lock
             reads = BlockCache(zos, opts.cache_size, opts.block_size)
             writes = WritePath(ns, zos, staging, opts, caps.append)
-            self.ops = ops = Operations(ns, reads, writes, opts, self.stats)
+            xattrs = Xattrs(ns, writes, opts.bypass_governance)
+            self.ops = ops = Operations(ns, reads, writes, xattrs, opts, self.stats)
+            if os.environ.get(FAULT_ENV):  # tests only
+                log.warning("%s=%s: handlers will fail on purpose", FAULT_ENV, os.environ[FAULT_ENV])
+                ops.fault = injected_faults(os.environ[FAULT_ENV])
             fuse_options = set(pyfuse3.default_options)
             fuse_options |= {f"fsname={opts.fsname or 'zosfs:' + str(self.source)}", "subtype=zosfs",
                              "default_permissions", "noatime"}
@@ -265,7 +306,7 @@ class Mount:
                     await pyfuse3.main()
                     unmounted_by_kernel = not self.stopping
                     nursery.cancel_scope.cancel()
-                failed = await writes.flush_all(time.monotonic() + opts.flush_timeout)
+                failed = await writes.flush_all(trio.current_time() + opts.flush_timeout)
                 if failed:
                     log.error("%d file(s) could not be uploaded before unmount; their data is in %s",
                               len(failed), staging.directory)
@@ -289,7 +330,7 @@ class Mount:
                 log.info("%s: flushing and unmounting", signal.Signals(signum).name)
                 sd_notify("STOPPING=1\nSTATUS=Flushing dirty files before unmount")
                 self.stopping = True
-                failed = await writes.flush_all(time.monotonic() + self.opts.flush_timeout)
+                failed = await writes.flush_all(trio.current_time() + self.opts.flush_timeout)
                 if failed:
                     log.error("%d file(s) not uploaded; kept in staging", len(failed))
                 pyfuse3.terminate()

@@ -29,6 +29,7 @@ from zosfs.namespace.inodes import Inode
 from zosfs.namespace.listing import Listing
 from zosfs.namespace.tree import PREFETCH_WINDOW, Namespace
 from zosfs.options import Options
+from zosfs.xattrs import Xattrs
 from zosfs.zos import ZosError
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class Operations(pyfuse3.Operations):
         ns: Namespace,
         reads: BlockCache,
         writes: WritePath,
+        xattrs: Xattrs,
         opts: Options,
         stats: Callable[[], dict[str, Any]],
     ) -> None:
@@ -94,6 +96,7 @@ class Operations(pyfuse3.Operations):
         self.ns = ns
         self.reads = reads
         self.writes = writes
+        self.xattrs = xattrs
         self.opts = opts
         self.stats = stats
         self.files: dict[int, FileHandle] = {}
@@ -169,6 +172,7 @@ class Operations(pyfuse3.Operations):
         self, ino: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields, fh: int | None,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
+        self._check_fault("setattr")
         inode = self.ns.get(ino)
         if fields.update_size:
             if inode.is_dir:
@@ -198,11 +202,13 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def readlink(self, ino: int, ctx: pyfuse3.RequestContext) -> bytes:
+        self._check_fault("readlink")
         target = await self.ns.readlink(self.ns.get(ino))
         return target.encode("utf-8", "surrogateescape")
 
     @handler
     async def symlink(self, parent_ino: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        self._check_fault("symlink")
         inode = await self.ns.symlink(
             self.ns.get(parent_ino), names.from_fuse(name), target.decode("utf-8", "surrogateescape"), ctx.uid, ctx.gid
         )
@@ -211,12 +217,14 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def mkdir(self, parent_ino: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        self._check_fault("mkdir")
         inode = await self.ns.mkdir(self.ns.get(parent_ino), names.from_fuse(name), mode & ~ctx.umask, ctx.uid, ctx.gid)
         inode.lookups += 1
         return self.entry(inode)
 
     @handler
     async def mknod(self, parent_ino: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        self._check_fault("mknod")
         if not stat.S_ISREG(mode):
             raise FsError(errno.EPERM, "only regular files, directories and symlinks can be stored as objects")
         inode = self.ns.create_file(self.ns.get(parent_ino), names.from_fuse(name), mode & ~ctx.umask, ctx.uid, ctx.gid)
@@ -227,6 +235,7 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def unlink(self, parent_ino: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._check_fault("unlink")
         parent = self.ns.get(parent_ino)
         text = names.from_fuse(name)
         known = self.ns.table.child(parent.ino, text)
@@ -236,6 +245,7 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def rmdir(self, parent_ino: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._check_fault("rmdir")
         await self.ns.rmdir(self.ns.get(parent_ino), names.from_fuse(name))
 
     @handler
@@ -243,6 +253,7 @@ class Operations(pyfuse3.Operations):
         self, parent_old: int, name_old: bytes, parent_new: int, name_new: bytes, flags: int,
         ctx: pyfuse3.RequestContext,
     ) -> None:
+        self._check_fault("rename")
         src_parent, dst_parent = self.ns.get(parent_old), self.ns.get(parent_new)
         src_name, dst_name = names.from_fuse(name_old), names.from_fuse(name_new)
         src = self.ns.table.child(src_parent.ino, src_name)
@@ -256,6 +267,7 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def link(self, ino: int, new_parent: int, new_name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        self._check_fault("link")
         raise FsError(errno.EPERM, "hard links are not supported: an object has exactly one key")
 
     # -- files ----------------------------------------------------------------------
@@ -350,6 +362,7 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        self._check_fault("readdir")
         dh = self.dirs[fh]
         i = start_id
         while i < len(dh.names):
@@ -388,6 +401,7 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        self._check_fault("statfs")
         s = pyfuse3.StatvfsData()
         s.f_bsize = s.f_frsize = 4096
         # An object store has no fixed size; report 1 PiB free so that df and
@@ -405,17 +419,27 @@ class Operations(pyfuse3.Operations):
             raise FsError(pyfuse3.ENOATTR)
         if name == STATS_XATTR and ino == pyfuse3.ROOT_INODE:
             return json.dumps(self.stats(), separators=(",", ":")).encode()
-        raise FsError(pyfuse3.ENOATTR)
+        return await self.xattrs.get(self.ns.get(ino), _xattr_name(name))
 
     @handler
     async def listxattr(self, ino: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
-        return []
+        return await self.xattrs.list(self.ns.get(ino))
 
     @handler
     async def setxattr(self, ino: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
-        raise FsError(errno.ENOTSUP, "extended attributes are not supported yet")
+        if name.startswith(NO_XATTR_PREFIXES):
+            raise FsError(errno.ENOTSUP, f"{name.decode(errors='replace')}: only user.* attributes are stored")
+        await self.xattrs.set(self.ns.get(ino), _xattr_name(name), value)
 
     @handler
     async def removexattr(self, ino: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        raise FsError(pyfuse3.ENOATTR)
+        if name.startswith(NO_XATTR_PREFIXES):
+            raise FsError(pyfuse3.ENOATTR)
+        await self.xattrs.remove(self.ns.get(ino), _xattr_name(name))
 
+
+def _xattr_name(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FsError(errno.EINVAL, "attribute names must be UTF-8") from None

@@ -91,7 +91,7 @@ class ZosfsMount:
                 raise RuntimeError(f"zosfs exited with {self.process.returncode} before mounting:\n{self.tail()}")
             if mount_type(self.path) == "fuse.zosfs":
                 try:
-                    os.stat(self.path)
+                    os.statvfs(self.path)  # asks the daemon; stat() may come from a stale mount's cache
                     return self
                 except OSError:
                     pass

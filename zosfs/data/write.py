@@ -593,7 +593,7 @@ class WritePath:
 
     async def flush_all(self, deadline: float) -> list[Inode]:
         """Flush every writer (unmount, SIGTERM); returns those that failed or
-        did not finish by `deadline` (monotonic time)."""
+        did not finish by `deadline` (trio.current_time())."""
         failed: list[Inode] = []
         with trio.move_on_at(deadline):
             for writer in list(self.writers):

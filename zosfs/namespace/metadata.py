@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import stat
 import urllib.parse
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 NS = 1_000_000_000
+MAX_TIME_NS = 2**63 - 1  # st_mtime_ns is a signed 64-bit number
+MAX_ID = 2**32 - 2  # st_uid/st_gid are 32 bits, and 2**32 - 1 means "no change" to chown
 
 
 @dataclass(frozen=True)
@@ -65,23 +68,39 @@ def _int(value: str | None) -> int | None:
         return None
 
 
+def _id(value: str | None) -> int | None:
+    """A uid or gid the kernel can take; None for anything else (another
+    tool's garbage must not make a file impossible to stat)."""
+    number = _int(value)
+    return number if number is not None and 0 <= number <= MAX_ID else None
+
+
 def parse_time_ns(value: str | None) -> int | None:
-    """'1700000000', '1700000000.5' or '1700000000.123456789' -> ns."""
+    """'1700000000', '1700000000.5', '1700000000.123456789' or '-86400' -> ns."""
     if value is None:
         return None
     try:
         seconds = Decimal(value.strip())
     except InvalidOperation:
         return None
-    if not seconds.is_finite() or seconds < 0:
-        return None
+    if not seconds.is_finite() or abs(seconds) > MAX_TIME_NS // NS:
+        return None  # (checked before multiplying: 1e999999 * NS overflows Decimal)
     return int(seconds * NS)
 
 
+def last_modified_ns(seconds: float) -> int:
+    """LastModified as an mtime, in whole seconds: a listing gives it in ms
+    but HEAD only in seconds (an HTTP date), and a file's mtime must not
+    change with the request that happened to load it."""
+    return math.floor(seconds) * NS
+
+
 def format_time_ns(ns: int) -> str:
-    """ns -> '1700000000' or '1700000000.123456789' (s3fs and rclone read both)."""
-    seconds, frac = divmod(ns, NS)
-    return f"{seconds}.{frac:09d}" if frac else str(seconds)
+    """ns -> '1700000000' or '1700000000.123456789' (s3fs and rclone read both);
+    times before 1970 get a sign ('-0.5', not divmod's '-1.500000000')."""
+    sign = "-" if ns < 0 else ""
+    seconds, frac = divmod(abs(ns), NS)
+    return f"{sign}{seconds}.{frac:09d}" if frac else f"{sign}{seconds}"
 
 
 def parse_s3cmd_attrs(value: str | None) -> dict[str, str]:
@@ -125,22 +144,22 @@ def decode(
         kind = stat.S_IFREG
         default_mode = defaults.file_mode
     perms = stat.S_IMODE(mode) if mode is not None else stat.S_IMODE(default_mode)
-    uid = _int(metadata.get("uid"))
+    uid = _id(metadata.get("uid"))
     if uid is None:
-        uid = _int(s3cmd.get("uid"))
-    gid = _int(metadata.get("gid"))
+        uid = _id(s3cmd.get("uid"))
+    gid = _id(metadata.get("gid"))
     if gid is None:
-        gid = _int(s3cmd.get("gid"))
+        gid = _id(s3cmd.get("gid"))
     mtime = parse_time_ns(metadata.get("mtime"))
     if mtime is None:
         mtime = parse_time_ns(s3cmd.get("mtime"))
     if mtime is None:
-        mtime = int(last_modified * NS)
+        mtime = last_modified_ns(last_modified)
     ctime = parse_time_ns(metadata.get("ctime"))
     return Attrs(
         mode=kind | perms,
-        uid=uid if uid is not None and uid >= 0 else defaults.uid,
-        gid=gid if gid is not None and gid >= 0 else defaults.gid,
+        uid=uid if uid is not None else defaults.uid,
+        gid=gid if gid is not None else defaults.gid,
         mtime_ns=mtime,
         ctime_ns=ctime if ctime is not None else mtime,
     )
@@ -171,7 +190,7 @@ def decode_xattrs(metadata: dict[str, str]) -> dict[str, bytes]:
         return {}
     try:
         table = json.loads(urllib.parse.unquote(raw))
-        return {str(name): base64.b64decode(value) for name, value in table.items()}
+        return {str(name): base64.b64decode(value, validate=True) for name, value in table.items()}
     except (ValueError, TypeError, AttributeError):
         return {}
 

@@ -35,7 +35,7 @@ from zosfs.namespace.listing import Entry, Listing, SkipLog
 from zosfs.namespace.metacache import CachedMeta, MetaCache
 from zosfs.namespace.metadata import Attrs, Defaults, decode, encode
 from zosfs.options import Options
-from zosfs.zos import Acl, ObjectInfo, WriteOptions, ZosClient, ZosError
+from zosfs.zos import Acl, Grant, ObjectInfo, WriteOptions, ZosClient, ZosError
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ class Namespace:
         self._heads: dict[str, _PendingHead] = {}
         self._prefetch_slots = trio.Semaphore(max(4, opts.max_requests))
         self.nursery: trio.Nursery | None = None  # set by the daemon; runs prefetches
+        self.object_lock = False  # the bucket has object lock (set by the daemon from the probe)
 
     # -- helpers -------------------------------------------------------------
 
@@ -192,15 +193,15 @@ class Namespace:
         """Ask the server what `base` is: a file (HEAD), a directory (a key
         below `base/`), both (the directory wins), or nothing."""
         if known is not None and not known.is_dir and not known.gone:
-            info = await self.head(base)
-            if info is not None:
-                return Entry(name, False, info.size, info.etag, info.last_modified, info.storage_class), info
-        info = None
+            entry, info = await self._probe_file(base, name)
+            if entry is not None:
+                return entry, info
+        entry = info = None
         below = False
 
-        async def head_file() -> None:
-            nonlocal info
-            info = await self.head(base)
+        async def probe_file() -> None:
+            nonlocal entry, info
+            entry, info = await self._probe_file(base, name)
 
         async def list_dir() -> None:
             nonlocal below
@@ -208,15 +209,29 @@ class Namespace:
             below = bool(page.entries or page.prefixes)
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(head_file)
+            nursery.start_soon(probe_file)
             nursery.start_soon(list_dir)
         if below:
-            if info is not None:
+            if entry is not None:
                 self.skipped.note(base, f"file hidden by the directory {base + '/'!r} of the same name (it is kept in the bucket)")
             return Entry(name, True), None
-        if info is not None:
-            return Entry(name, False, info.size, info.etag, info.last_modified, info.storage_class), info
-        return None, None
+        return entry, info
+
+    async def _probe_file(self, base: str, name: str) -> tuple[Entry | None, ObjectInfo | None]:
+        """The object `base`, if there is one: by HEAD (with its metadata), or
+        with `no_metadata` by a one-key LIST (the key itself sorts first among
+        the keys it prefixes), so that such a mount never sends a HEAD to look
+        up a name."""
+        if self.opts.no_metadata:
+            page = await self.zos.list(base, "/", max_keys=1)
+            obj = page.entries[0] if page.entries else None
+            if obj is None or obj.key != base:
+                return None, None
+            return Entry(name, False, obj.size, obj.etag, obj.last_modified, obj.storage_class), None
+        info = await self.head(base)
+        if info is None:
+            return None, None
+        return Entry(name, False, info.size, info.etag, info.last_modified, info.storage_class), info
 
     async def _materialize(self, parent: Inode, entry: Entry, known: Inode | None, info: ObjectInfo | None = None) -> Inode:
         """An inode for a listed (or probed) name, with its attributes loaded."""
@@ -506,7 +521,7 @@ class Namespace:
                 raise FsError(errno.EISDIR)
             src_key = self.key(src)
             if src.remote:
-                etag = await self.zos.copy(src_key, dst_base, size=src.size)
+                etag = await self.zos.copy(src_key, dst_base, size=src.size, grants=_explicit(await self.acl(src)))
                 await self._delete(src_key)
                 if etag:
                     src.etag = etag
@@ -533,7 +548,9 @@ class Namespace:
         async def copy_one(obj: Any) -> None:
             async with slots:
                 try:
-                    await self.zos.copy(obj.key, dst_prefix + obj.key[len(src_prefix):], size=obj.size)
+                    # A copy would get the default ACL: carry each object's own.
+                    grants = _explicit(await self.zos.get_acl(obj.key))
+                    await self.zos.copy(obj.key, dst_prefix + obj.key[len(src_prefix):], size=obj.size, grants=grants)
                 except ZosError as err:
                     failures.append(err)
 
@@ -616,6 +633,11 @@ class _PendingHead:
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
+
+
+def _explicit(acl: Acl | None) -> tuple[Grant, ...] | None:
+    """The grants a copy must carry to keep this ACL (None: the default will do)."""
+    return None if acl is None or is_default_acl(acl) else acl.grants
 
 
 def is_default_acl(acl: Acl) -> bool:

@@ -41,7 +41,7 @@ import trio
 
 from zosfs.zos.errors import CONNECTION_FAILED, TIMEOUT, ZosError, from_code
 from zosfs.zos.http import Body, ConnectFailed, FileRegion, HttpError, HttpPool, Response, TimedOut
-from zosfs.zos.signing import Signer, query_string, quote_path
+from zosfs.zos.signing import V2_SUBRESOURCES, Signer, query_string, quote_path
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ GiB = 1024 * MiB
 MAX_SINGLE_COPY = 5 * GiB  # above this a copy must go part by part
 MULTIPART_COPY_PART = 512 * MiB
 DELETE_BATCH = 1000  # the most keys one DeleteObjects request may carry
+V2_SIGNER = "zosfs-rgw-s3v2"  # botocore signature_version name of our V2 signer
 
 
 @dataclass(frozen=True)
@@ -350,6 +351,7 @@ class ZosClient:
         into: bytearray | memoryview | None = None,
         attempts: int | None = None,
         error_key: str | None = None,
+        retry_timeouts: bool = True,
     ) -> Response:
         """One request with retries for transient failures; 2xx or ZosError."""
         query = query or {}
@@ -375,7 +377,7 @@ class ZosClient:
                     return resp
                 err = self._error(op, error_key or key, resp)
             self._observe(op, start, err.code, nbytes)
-            if not err.transient or attempt == attempts - 1:
+            if not err.transient or attempt == attempts - 1 or (err.code == TIMEOUT and not retry_timeouts):
                 raise err
             await trio.sleep(_backoff(attempt))
         raise AssertionError("unreachable")
@@ -522,13 +524,17 @@ class ZosClient:
         *,
         size: int | None = None,
         if_match: str | None = None,
+        grants: tuple[Grant, ...] | None = None,
     ) -> str:
         """Server-side copy; returns the new ETag.
 
         With `opts` metadata, content type and (if given) tags are replaced;
-        without, they are copied. Objects above 5 GiB are copied part by part
-        with upload-part-copy (pass `size` to save a HEAD).
+        without, they are copied. A copy gets the default ACL unless `grants`
+        (or `opts.grants`) say otherwise. Objects above 5 GiB are copied part
+        by part with upload-part-copy (pass `size` to save a HEAD).
         """
+        if grants and opts is not None:
+            opts = replace(opts, grants=grants)
         if opts is not None and opts.tags is None:
             # RGW drops the tags when the metadata is replaced, even with
             # x-amz-tagging-directive COPY: carry the source's tags over.
@@ -538,10 +544,12 @@ class ZosClient:
         if size > MAX_SINGLE_COPY:
             if opts is None:
                 info = await self.head(src)
-                opts = WriteOptions(info.metadata, info.content_type, await self.get_tags(src) or None)
+                opts = WriteOptions(info.metadata, info.content_type, await self.get_tags(src) or None, grants=grants)
             return await self._multipart_copy(src, dst, size, opts, if_match)
         headers = self._copy_source(src, if_match)
-        if opts is not None:
+        if opts is None and grants:
+            headers.update(WriteOptions(grants=grants).headers())
+        elif opts is not None:
             headers.update(opts.headers())
             headers["x-amz-metadata-directive"] = "REPLACE"
             if opts.tags is not None:
@@ -714,7 +722,7 @@ class ZosClient:
                     endpoint_url=c.endpoint,
                     verify=c.verify_tls,
                     config=botocore.config.Config(
-                        signature_version="s3" if c.signature == "v2" else "s3v4",
+                        signature_version=_rgw_v2_signer() if c.signature == "v2" else "s3v4",
                         s3={"addressing_style": "path"},
                         request_checksum_calculation="when_required",
                         response_checksum_validation="when_required",
@@ -724,10 +732,6 @@ class ZosClient:
                         read_timeout=c.read_timeout,
                     ),
                 )
-                if c.signature == "v2":
-                    # botocore signs bucket requests as "/bucket/?sub" but sends
-                    # "/bucket?sub"; RGW checks what was sent.
-                    self._boto_client.meta.events.register("before-sign.s3", _sign_sent_path)
             return self._boto_client
 
     async def _boto_call(self, op: str, key: str, method: str, **params: Any) -> dict[str, Any]:
@@ -805,14 +809,19 @@ class ZosClient:
         await self._boto_call("DeleteObjectTagging", key, "delete_object_tagging", Key=key)
 
     async def get_acl(self, key: str) -> Acl:
-        r = await self._boto_call("GetObjectAcl", key, "get_object_acl", Key=key)
-        owner = r.get("Owner", {})
+        """The object's ACL. On the lean path: renaming a directory reads the
+        ACL of every object in it, to carry it over to the copies."""
+        resp = await self._request("GetObjectAcl", "GET", key, query={"acl": None})
+        root = _xml(resp.body)
         grants = []
-        for g in r.get("Grants", []):
-            grantee = g.get("Grantee", {})
-            ident = grantee.get("ID") or grantee.get("URI") or grantee.get("EmailAddress") or ""
-            grants.append(Grant(g.get("Permission", ""), grantee.get("Type", ""), ident, grantee.get("DisplayName", "")))
-        return Acl(owner.get("ID", ""), owner.get("DisplayName", ""), tuple(grants))
+        for g in root.iterfind("AccessControlList/Grant"):
+            grantee = g.find("Grantee")
+            if grantee is None:
+                continue
+            kind = next((v for k, v in grantee.attrib.items() if k.endswith("type")), "")
+            ident = _text(grantee, "ID") or _text(grantee, "URI") or _text(grantee, "EmailAddress")
+            grants.append(Grant(_text(g, "Permission"), kind, ident, _text(grantee, "DisplayName")))
+        return Acl(_text(root, "Owner/ID"), _text(root, "Owner/DisplayName"), tuple(grants))
 
     async def put_acl(self, key: str, *, canned: str | None = None, acl: Acl | None = None) -> None:
         """Set a canned ACL by name, or a full ACL (owner and grants)."""
@@ -846,7 +855,10 @@ class ZosClient:
         return Retention(ret["Mode"], until.timestamp() if until else 0.0)
 
     async def put_retention(self, key: str, retention: Retention | None, bypass_governance: bool = False) -> None:
-        """Set (or with None, clear) an object's retention."""
+        """Set (or with None, clear) an object's retention.
+
+        RGW 16.2 cannot clear one (MalformedXML): with GOVERNANCE and the
+        bypass it can only be shortened."""
         body: dict[str, Any] = {}
         if retention is not None:
             body = {"Mode": retention.mode, "RetainUntilDate": dt.datetime.fromtimestamp(retention.until, dt.timezone.utc)}
@@ -878,8 +890,10 @@ class ZosClient:
 
     # -- bucket -----------------------------------------------------------
 
-    async def head_bucket(self) -> None:
-        await self._request("HeadBucket", "HEAD", "", error_key="")
+    async def head_bucket(self, *, retry_timeouts: bool = True) -> None:
+        """Check the bucket answers. Without `retry_timeouts` a server that
+        does not answer fails after one read timeout, not after every attempt."""
+        await self._request("HeadBucket", "HEAD", "", error_key="", retry_timeouts=retry_timeouts)
 
     async def get_versioning(self) -> str | None:
         """'Enabled', 'Suspended', or None if versioning was never turned on."""
@@ -903,8 +917,26 @@ class ZosClient:
         return r.get("ObjectLockConfiguration")
 
 
-def _sign_sent_path(request: Any, **_: Any) -> None:
-    request.auth_path = None
+def _rgw_v2_signer() -> str:
+    """Register (once) and name botocore's V2 signer made to agree with RGW.
+
+    botocore's HmacV1Auth signs sub-resources that RGW does not (so e.g.
+    GetObjectLockConfiguration and RestoreObject fail with
+    SignatureDoesNotMatch), and signs bucket requests as "/bucket/?sub"
+    while it sends "/bucket?sub"; RGW checks what was sent.
+    """
+    import botocore.auth
+
+    if V2_SIGNER not in botocore.auth.AUTH_TYPE_MAPS:
+
+        class RgwHmacV1Auth(botocore.auth.HmacV1Auth):
+            QSAOfInterest = sorted(V2_SUBRESOURCES)
+
+            def canonical_resource(self, split: Any, auth_path: str | None = None) -> str:
+                return super().canonical_resource(split, auth_path=None)
+
+        botocore.auth.AUTH_TYPE_MAPS[V2_SIGNER] = RgwHmacV1Auth
+    return V2_SIGNER
 
 
 def _translate_boto(exc: BaseException, op: str, key: str) -> ZosError:
@@ -915,6 +947,10 @@ def _translate_boto(exc: BaseException, op: str, key: str) -> ZosError:
         resp = exc.response
         status = resp.get("ResponseMetadata", {}).get("HTTPStatusCode")
         code = str(resp.get("Error", {}).get("Code") or "")
+        if op == "RestoreObject" and code == "InvalidArgument" and "multipart/form-data" in str(resp["Error"].get("Message")):
+            # RGW 16.2 has no RestoreObject: with V2 (or an unsigned payload) it
+            # takes the POST for a browser upload form; with SigV4 it says 501.
+            code, status = "NotImplemented", 501
         return from_code("" if code.isdigit() else code, status, op=op, key=key)
     if isinstance(exc, (bx.ReadTimeoutError, bx.ConnectTimeoutError)):
         return from_code(TIMEOUT, None, op=op, key=key)

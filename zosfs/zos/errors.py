@@ -94,9 +94,13 @@ STATUS_TABLE: dict[int, tuple[str, int, str]] = {
     403: ("AccessDenied", E.EACCES, "access denied"),
     404: ("NotFound", E.ENOENT, "not found"),
     405: ("MethodNotAllowed", E.EOPNOTSUPP, "operation not allowed"),
+    408: ("RequestTimeout", E.ETIMEDOUT, "the server timed out waiting for the request body"),
     409: ("Conflict", E.EIO, "conflict"),
+    411: ("MissingContentLength", E.EIO, "the request had no Content-Length"),
     412: ("PreconditionFailed", E.ESTALE, "the object changed on the server"),
+    413: ("EntityTooLarge", E.EFBIG, "the object is larger than the server allows"),
     416: ("InvalidRange", E.EINVAL, "the requested range is outside the object"),
+    422: ("UnprocessableEntity", E.EINVAL, "the server could not process the request"),
     500: ("InternalError", E.EIO, "internal server error"),
     501: ("NotImplemented", E.EOPNOTSUPP, "not implemented"),
     503: ("ServiceUnavailable", E.EIO, "the service is unavailable"),
@@ -156,7 +160,9 @@ class ZosError(Exception):
     @property
     def transient(self) -> bool:
         """True when repeating the request later may succeed."""
-        return self.code in TRANSIENT_CODES or (self.status is not None and self.status >= 500)
+        if self.code == "NotImplemented" or self.status == 501:
+            return False
+        return self.code in TRANSIENT_CODES or self.status in (408, 429) or (self.status is not None and self.status >= 500)
 
 
 def from_code(code: str, status: int | None, *, op: str = "", key: str = "", detail: str = "") -> ZosError:

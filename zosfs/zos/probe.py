@@ -55,7 +55,7 @@ def _explain(err: ZosError, client: ZosClient) -> ZosError:
 async def probe(client: ZosClient) -> Capabilities:
     """Check the bucket answers and learn what it allows. Raises ZosError."""
     try:
-        await client.head_bucket()
+        await client.head_bucket(retry_timeouts=False)  # a stalled server fails in one read timeout
     except ZosError as err:
         if err.status in (400, 403):
             # HEAD answers have no body; a GET says which 403 this is

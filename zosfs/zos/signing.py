@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import email.utils
 import hashlib
 import hmac
 import urllib.parse
@@ -24,14 +25,17 @@ from dataclasses import dataclass, field
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
-# Sub-resources that V2 signs (as botocore's HmacV1Auth does). RGW, like
-# botocore, leaves out `append` and `position`.
+# Sub-resources that V2 signs: RGW 16.2's list (`signed_subresources` in
+# rgw_auth_s3.cc), checked one by one against RGW 16.2.15. It differs from
+# botocore's HmacV1Auth: RGW does not sign `object-lock`, `restore`,
+# `retention`, `legal-hold`, `append`, `position`, `encryption`, `select`,
+# `storageClass` and a few more, and does sign `policyStatus` and
+# `publicAccessBlock`. The names sort the same in both (ASCII order).
 V2_SUBRESOURCES = frozenset(
-    "accelerate acl cors defaultObjectAcl location logging partNumber policy requestPayment torrent "
-    "versioning versionId versions website uploads uploadId response-content-type "
-    "response-content-language response-expires response-cache-control response-content-disposition "
-    "response-content-encoding delete lifecycle tagging restore storageClass notification replication "
-    "analytics metrics inventory select select-type object-lock".split()
+    "acl cors delete lifecycle location logging notification partNumber policy policyStatus "
+    "publicAccessBlock requestPayment response-cache-control response-content-disposition "
+    "response-content-encoding response-content-language response-content-type response-expires "
+    "tagging torrent uploadId uploads versionId versioning versions website".split()
 )
 
 
@@ -132,12 +136,12 @@ class Signer:
     def _sign_v2(
         self, method: str, path: str, query: dict[str, str | None], headers: dict[str, str], now: dt.datetime
     ) -> None:
-        headers["date"] = now.strftime("%a, %d %b %Y %H:%M:%S GMT")
+        headers["date"] = email.utils.format_datetime(now.astimezone(dt.timezone.utc), usegmt=True)  # not locale-dependent
         amz = "".join(f"{n}:{headers[n].strip()}\n" for n in sorted(headers) if n.startswith("x-amz-"))
         resource = quote_path(path)
         sub = sorted(n for n in query if n in V2_SUBRESOURCES)
         if sub:
-            resource += "?" + "&".join(n if query[n] is None else f"{n}={query[n]}" for n in sub)
+            resource += "?" + "&".join(f"{n}={query[n]}" if query[n] else n for n in sub)  # RGW: no "=" when empty
         to_sign = (
             f"{method}\n{headers.get('content-md5', '')}\n{headers.get('content-type', '')}\n"
             f"{headers['date']}\n{amz}{resource}"

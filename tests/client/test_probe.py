@@ -1,0 +1,143 @@
+"""The mount-time capability probe, against the real local RGW: what each
+kind of bucket allows, and one clear line for each way of failing."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import trio
+
+from tests.support.faultproxy import FaultProxy, Rule
+from tests.support.rgw import MAIN_USER, SECOND_USER
+from zosfs.zos import Capabilities, ClientConfig, ZosClient, ZosError, probe
+
+
+def config(endpoint: str, bucket: str, **overrides: Any) -> ClientConfig:
+    settings: dict[str, Any] = {"access_key": MAIN_USER.access_key, "secret_key": MAIN_USER.secret_key, **overrides}
+    return ClientConfig(endpoint=endpoint, bucket=bucket, **settings)
+
+
+def run_probe(cfg: ClientConfig) -> Capabilities:
+    async def main() -> Capabilities:
+        async with ZosClient(cfg) as zos:
+            return await probe(zos)
+
+    return trio.run(main)
+
+
+def probe_error(cfg: ClientConfig) -> ZosError:
+    with pytest.raises(ZosError) as caught:
+        run_probe(cfg)
+    err = caught.value
+    assert "\n" not in str(err), "a probe failure is one line"
+    return err
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port where nothing listens."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """An endpoint that accepts connections (in the kernel's backlog) and
+    never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_plain_bucket_allows_append(rgw, bucket):
+    caps = run_probe(config(rgw.endpoint, bucket))
+    assert caps == Capabilities(rgw.endpoint, bucket, None, False, True)
+    assert caps.describe().splitlines() == [
+        f"endpoint:    {rgw.endpoint}",
+        f"bucket:      {bucket}",
+        "versioning:  off",
+        "object lock: off",
+        "append:      available",
+    ]
+
+
+def test_versioned_bucket_does_not_allow_append(rgw, versioned_bucket):
+    caps = run_probe(config(rgw.endpoint, versioned_bucket))
+    assert (caps.versioning, caps.object_lock, caps.append) == ("Enabled", False, False)
+    assert "append:      unavailable" in caps.describe()
+
+
+def test_suspended_versioning_does_not_allow_append(rgw, bucket, s3):
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Suspended"})
+    caps = run_probe(config(rgw.endpoint, bucket))
+    assert (caps.versioning, caps.append) == ("Suspended", False)
+
+
+def test_locked_bucket_does_not_allow_append(rgw, locked_bucket):
+    caps = run_probe(config(rgw.endpoint, locked_bucket))
+    assert (caps.versioning, caps.object_lock, caps.append) == ("Enabled", True, False)
+    assert "object lock: enabled" in caps.describe()
+
+
+def test_missing_bucket(rgw):
+    err = probe_error(config(rgw.endpoint, "zosfs-no-such-bucket"))
+    assert err.errno == errno.ENOENT
+    assert str(err) == f"mount 'zosfs-no-such-bucket': bucket 'zosfs-no-such-bucket' does not exist at {rgw.endpoint} (NotFound)"
+
+
+def test_wrong_secret_key(rgw, bucket):
+    err = probe_error(config(rgw.endpoint, bucket, secret_key="not-the-secret-key-at-all"))
+    assert (err.errno, err.code) == (errno.EACCES, "SignatureDoesNotMatch")
+    assert err.message == f"the server at {rgw.endpoint} rejected the credentials: the secret key is wrong (signature mismatch)"
+
+
+def test_unknown_access_key(rgw, bucket):
+    err = probe_error(config(rgw.endpoint, bucket, access_key="ZOSFSUNKNOWNKEY00000"))
+    assert (err.errno, err.code) == (errno.EACCES, "InvalidAccessKeyId")
+    assert err.message == f"the server at {rgw.endpoint} rejected the credentials: the access key is not known to the server"
+
+
+def test_bucket_of_another_user(rgw, bucket):
+    err = probe_error(config(rgw.endpoint, bucket, access_key=SECOND_USER.access_key, secret_key=SECOND_USER.secret_key))
+    assert (err.errno, err.code) == (errno.EACCES, "AccessDenied")
+    assert err.message == f"access to bucket {bucket!r} denied for these credentials"
+
+
+def test_unreachable_endpoint(closed_port):
+    endpoint = f"http://127.0.0.1:{closed_port}"
+    start = time.monotonic()
+    err = probe_error(config(endpoint, "any-bucket"))
+    assert time.monotonic() - start < 5
+    assert (err.errno, err.code) == (errno.EIO, "ConnectionFailed")
+    assert err.message.startswith(f"cannot reach the endpoint {endpoint} (")
+    assert "connection refused" in err.message
+    assert err.message.endswith("; check the endpoint option and the network")
+
+
+def test_silent_server_times_out_within_the_read_timeout(silent_server):
+    start = time.monotonic()
+    err = probe_error(config(silent_server, "any-bucket", read_timeout=0.5))
+    elapsed = time.monotonic() - start
+    assert (err.errno, err.code) == (errno.ETIMEDOUT, "Timeout")
+    assert err.message.startswith(f"cannot reach the endpoint {silent_server} (the server did not answer in time)")
+    assert 0.5 <= elapsed < 1.5
+
+
+def test_stalled_bucket_answer_times_out(rgw, bucket):
+    """The server is up but HeadBucket hangs (fault proxy stall)."""
+    with FaultProxy(rgw.endpoint) as proxy:
+        stall = proxy.add_rule(Rule(op="HeadBucket", stall=True))
+        start = time.monotonic()
+        err = probe_error(config(proxy.endpoint, bucket, read_timeout=0.5))
+        elapsed = time.monotonic() - start
+        proxy.remove_rule(stall)
+        assert proxy.count("HeadBucket") == 1
+    assert (err.errno, err.code) == (errno.ETIMEDOUT, "Timeout")
+    assert 0.5 <= elapsed < 1.5
