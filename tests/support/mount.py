@@ -140,6 +140,10 @@ class ZosfsMount:
         subprocess.run(["fusermount3", "-u", "-z", str(self.path)], capture_output=True)
 
     def check_log(self) -> None:
+        """No traceback, no internal error, and never the secret key."""
         text = self.log_text()
         for marker in ("Traceback", "internal error"):
             assert marker not in text, f"zosfs logged {marker!r}:\n{self.tail(200)}"
+        stderr = self.workdir / f"{self.path.name}.stderr"
+        for source in (text, stderr.read_text(errors="replace") if stderr.exists() else ""):
+            assert self.user.secret_key not in source, "the secret key appeared in zosfs's output"
