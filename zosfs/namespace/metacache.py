@@ -89,6 +89,24 @@ class MetaCache:
         self._memory[key] = (etag, meta)
         return meta
 
+    def preload(self, prefix: str, keys: dict[str, str]) -> None:
+        """Load what the file knows about these keys (key -> ETag) below one
+        prefix in a single query, rather than one query per name while a
+        large directory is listed."""
+        if self._db is None or not keys:
+            return
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else None
+        sql = "SELECT key, etag, data FROM meta WHERE key >= ?" + (" AND key < ?" if end else "")
+        try:
+            rows = self._db.execute(sql, (prefix, end) if end else (prefix,)).fetchall()
+        except sqlite3.Error as err:
+            log.warning("metadata cache read failed: %s", err)
+            return
+        for key, etag, data in rows:
+            if keys.get(key) == etag and key not in self._memory:
+                d = json.loads(data)
+                self._memory[key] = (etag, CachedMeta(d["m"], d.get("t"), bool(d.get("a"))))
+
     def put(self, key: str, etag: str, meta: CachedMeta) -> None:
         if not etag:
             return

@@ -336,6 +336,8 @@ class Namespace:
         if directory.ino != ROOT_INO:
             directory.remote = directory.remote or listing.has_marker
         self.listings[directory.ino] = listing
+        if not self.opts.no_metadata:
+            self.metacache.preload(prefix, {prefix + e.name: e.etag for e in listing.entries.values() if not e.is_dir})
         return listing
 
     def prefetch(self, directory: Inode, entries: list[Entry]) -> None:
