@@ -178,10 +178,11 @@ def check_mountpoint(mountpoint: str) -> None:
         raise MountError(f"mount point {mountpoint} is not a directory")
 
 
-def set_read_ahead(mountpoint: str) -> None:
+def set_read_ahead(dev: int) -> None:
     """Raise the mount's readahead so sequential reads arrive in 1 MiB requests
-    (needs root; without it the kernel's 128 KiB default stays)."""
-    dev = os.stat(mountpoint).st_dev
+    (needs root; without it the kernel's 128 KiB default stays). Takes the
+    mount's device number: a stat here, on the trio thread, could wait for
+    this very daemon to answer it."""
     path = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"
     try:
         with open(path, "w") as f:
@@ -216,6 +217,22 @@ def injected_faults(spec: str) -> Callable[[str], None]:
             raise RuntimeError(f"fault injected into {op} by {FAULT_ENV}")
 
     return fault
+
+
+def task_dump() -> str:
+    """Where every trio task is waiting: for diagnosing a mount that hangs
+    (`kill -USR1 PID` writes it to the log)."""
+    lines: list[str] = []
+
+    def walk(task: trio.lowlevel.Task, depth: int) -> None:
+        frames = [f"{f.f_code.co_name}:{f.f_lineno}" for f, _ in task.iter_await_frames()]
+        lines.append("  " * depth + f"{task.name}: " + " > ".join(frames[-6:]))
+        for nursery in task.child_nurseries:
+            for child in nursery.child_tasks:
+                walk(child, depth + 1)
+
+    walk(trio.lowlevel.current_root_task(), 0)
+    return "\n".join(lines)
 
 
 def rss_bytes() -> int:
@@ -318,15 +335,18 @@ class Mount:
 
     async def _announce(self, on_ready: Callable[[], None]) -> None:
         """Ready only when the mount answers (a stat through FUSE succeeds)."""
-        await trio.to_thread.run_sync(os.stat, self.mountpoint)
-        set_read_ahead(self.mountpoint)
+        st = await trio.to_thread.run_sync(os.stat, self.mountpoint)
+        set_read_ahead(st.st_dev)
         log.info("mounted %s at %s", self.source, self.mountpoint)
         sd_notify(f"READY=1\nSTATUS=Mounted {self.source} at {self.mountpoint}\nMAINPID={os.getpid()}")
         on_ready()
 
     async def _signals(self, writes: WritePath) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as signals:
             async for signum in signals:
+                if signum == signal.SIGUSR1:
+                    log.warning("tasks (SIGUSR1):\n%s", task_dump())
+                    continue
                 log.info("%s: flushing and unmounting", signal.Signals(signum).name)
                 sd_notify("STOPPING=1\nSTATUS=Flushing dirty files before unmount")
                 self.stopping = True

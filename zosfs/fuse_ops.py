@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import pyfuse3
 
-from zosfs.data.read import BlockCache, Reader
+from zosfs.data.read import BlockCache, Reader, same_data
 from zosfs.data.write import WritePath
 from zosfs.fserror import FsError
 from zosfs.namespace import names
@@ -67,8 +67,16 @@ def handler(fn: F) -> F:
 
 @dataclass
 class FileHandle:
+    """One open file. It reads the version of the object current at open,
+    so that a change by another client reads as EIO (or as the old bytes
+    still cached), never as a mix of two versions; it follows only this
+    mount's own changes (`version`, see `WritePath.version`)."""
+
     inode: Inode
     writable: bool
+    etag: str  # the version this handle reads: the one current at open
+    size: int
+    version: int  # WritePath.version of the inode when etag and size were taken
     reader: Reader | None = None
 
 
@@ -177,6 +185,7 @@ class Operations(pyfuse3.Operations):
         if fields.update_size:
             if inode.is_dir:
                 raise FsError(errno.EISDIR)
+            await self.ns.check_unlocked(inode, "truncating")
             await self.writes.truncate(inode, attr.st_size)
         a = inode.attrs
         mode, uid, gid, mtime = a.mode, a.uid, a.gid, a.mtime_ns
@@ -263,6 +272,12 @@ class Operations(pyfuse3.Operations):
             for inode in pending:
                 if inode.writer is not None:
                     await self.writes.flush(inode)
+            dst = self.ns.table.child(dst_parent.ino, dst_name)
+            if dst is not None and dst is not src and dst.writer is not None and not src.is_dir and not flags:
+                # The file being replaced is open with unwritten data: like an
+                # unlinked file, nothing of it may reach the server any more
+                # (its key is about to hold the renamed file).
+                await self.writes.discard(dst)
         await self.ns.rename(src_parent, src_name, dst_parent, dst_name, flags)
 
     @handler
@@ -280,19 +295,46 @@ class Operations(pyfuse3.Operations):
         if not inode.fresh():
             await self.ns.getattr(inode)  # close-to-open: see other writers' changes
         writable = flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
+        if writable:
+            await self.ns.check_unlocked(inode, "writing")
         if writable and flags & os.O_TRUNC:
             await self.writes.open_truncated(inode)
         return self._open_handle(inode, writable)
 
     def _open_handle(self, inode: Inode, writable: bool) -> pyfuse3.FileInfo:
         fh = self._fh()
-        self.files[fh] = FileHandle(inode, writable)
+        others = [h for h in self.files.values() if h.inode is inode]
+        self.files[fh] = FileHandle(inode, writable, inode.etag, inode.size, self.writes.version(inode))
         inode.opens += 1
         fi = pyfuse3.FileInfo(fh=fh)
         # Keep the kernel's pages only if they are of the version now current.
         fi.keep_cache = inode.writer is not None or bool(inode.etag and inode.etag == inode.page_etag)
         inode.page_etag = inode.etag
+        if inode.writer is None and any(self._reads_old_version(h) for h in others):
+            # The page cache is one per inode: while handles of the old
+            # version are open, this one bypasses it, so that neither sees
+            # the other's pages, and no page is trusted afterwards.
+            fi.direct_io = True
+            inode.page_etag = ""
         return fi
+
+    def _follow_local_changes(self, handle: FileHandle) -> None:
+        """Let a handle read the version now current if this mount changed
+        the content (a writer began or ended), or only the metadata changed
+        (the ETag moved on by empty appends, or to one not known). Other
+        changes by others are not followed: the handle reads EIO instead."""
+        inode = handle.inode
+        version = self.writes.version(inode)
+        if (
+            handle.version != version
+            or (handle.etag and not inode.etag)
+            or (handle.etag != inode.etag and same_data(handle.etag, inode.etag))
+        ):
+            handle.etag, handle.size, handle.version = inode.etag, inode.size, version
+
+    def _reads_old_version(self, handle: FileHandle) -> bool:
+        self._follow_local_changes(handle)
+        return handle.etag != handle.inode.etag
 
     @handler
     async def create(
@@ -313,11 +355,12 @@ class Operations(pyfuse3.Operations):
         if not inode.remote:
             return b""
         key = self.ns.key(inode)
+        self._follow_local_changes(handle)
         reader = handle.reader
-        if reader is None or reader.etag != inode.etag or reader.key != key or reader.size != inode.size:
+        if reader is None or reader.key != key or reader.etag != handle.etag:
             if reader is not None:
                 reader.close()
-            reader = handle.reader = Reader(self.reads, key, inode.etag, inode.size, self.opts.readahead)
+            reader = handle.reader = Reader(self.reads, key, handle.etag, handle.size, self.opts.readahead)
         return await reader.read(off, size)
 
     @handler

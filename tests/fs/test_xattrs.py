@@ -184,3 +184,33 @@ def test_rsync_xattrs_round_trip(mnt: ZosfsMount, tmp_path: Path) -> None:
             assert a.read_bytes() == b.read_bytes()
             assert a.stat().st_mode == b.stat().st_mode
             assert int(a.stat().st_mtime) == int(b.stat().st_mtime)
+
+
+def test_held_or_retained_files_cannot_be_removed_overwritten_or_renamed(make_mount, locked_bucket: str, s3) -> None:
+    mnt = make_mount(locked_bucket)
+    until = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)).replace(microsecond=0)
+    held, retained = mnt.path / "held.txt", mnt.path / "retained.txt"
+    held.write_text("on hold")
+    retained.write_text("retained")
+    os.setxattr(held, "user.zos.legal_hold", b"ON")
+    os.setxattr(retained, "user.zos.retention", f"GOVERNANCE {until:%Y-%m-%dT%H:%M:%SZ}".encode())
+    for f, body in ((held, b"on hold"), (retained, b"retained")):
+        with pytest.raises(PermissionError):
+            f.unlink()
+        with pytest.raises(PermissionError):
+            f.write_text("overwritten")
+        with pytest.raises(PermissionError):
+            with open(f, "a") as out:
+                out.write("appended")
+        with pytest.raises(PermissionError):
+            os.rename(f, mnt.path / "elsewhere")
+        assert f.read_bytes() == body
+        key = f.name
+        assert s3.get_object(Bucket=locked_bucket, Key=key)["Body"].read() == body
+        versions = s3.list_object_versions(Bucket=locked_bucket, Prefix=key)
+        assert len(versions.get("Versions", [])) == 1 and not versions.get("DeleteMarkers")
+    log = mnt.log_text()
+    assert "legal hold" in log and "retention" in log
+    os.setxattr(held, "user.zos.legal_hold", b"OFF")
+    held.unlink()  # released: now it can go
+    assert not held.exists()

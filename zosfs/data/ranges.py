@@ -64,6 +64,9 @@ class RangeSet:
         return i >= 0 and self.ends[i] >= end
 
     def overlaps(self, start: int, end: int) -> bool:
+        """Whether any of [start, end) is in the set."""
+        if end <= start:
+            return False
         i = bisect.bisect_right(self.ends, start)
         return i < len(self.starts) and self.starts[i] < end
 
@@ -83,3 +86,7 @@ class RangeSet:
 
     def first_start(self) -> int | None:
         return self.starts[0] if self.starts else None
+
+    def last_end(self) -> int:
+        """Where the last range ends (0 if empty)."""
+        return self.ends[-1] if self.ends else 0

@@ -8,11 +8,12 @@ newer version either: an object changed under an open handle reads as ESTALE
 (EIO for the reader), never as a mix of two versions.
 
 A handle that reads sequentially gets a readahead window that doubles with
-each sequential read, up to `readahead`; the blocks in the window are fetched
-in parallel in the background. Random reads fetch exactly the bytes asked for
-(rounded out to 64 KiB), bypassing the cache. A global limit on blocks in
-flight bounds memory however many files are read at once, and its FIFO queue
-shares the bandwidth between readers.
+each sequential read, up to `readahead` and to a share of the cache budget
+(blocks fetched ahead must not evict each other before they are read); the
+blocks in the window are fetched in parallel in the background. Random reads
+fetch exactly the bytes asked for (rounded out to 64 KiB), bypassing the
+cache. A global limit on blocks in flight bounds memory however many files
+are read at once, and its FIFO queue shares the bandwidth between readers.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import cachetools
 import trio
 
 from zosfs.fserror import FsError
-from zosfs.zos import ZosClient, ZosError
+from zosfs.zos import ZosClient, ZosError, next_append_etag
 
 log = logging.getLogger(__name__)
 
@@ -33,25 +34,41 @@ RANDOM_ALIGN = 64 * 1024
 BlockId = tuple[str, str, int]  # key, etag, block number
 
 
+class _Fetch:
+    """One block on its way: waiters wait for `done`, then find the block in
+    the cache or the reason it failed here."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.error: ZosError | None = None
+
+
 class BlockCache:
     """Blocks of objects in memory, least recently used first out."""
 
     def __init__(self, zos: ZosClient, budget: int, block_size: int) -> None:
         self.zos = zos
+        self.budget = budget
         self.block_size = block_size
         self.blocks: cachetools.LRUCache[BlockId, bytes | bytearray] = cachetools.LRUCache(budget, getsizeof=len)
-        self._inflight: dict[BlockId, trio.Event] = {}
-        self._failed: dict[BlockId, ZosError] = {}
+        self._inflight: dict[BlockId, _Fetch] = {}
         # Blocks being fetched at once, for all readers together: bounds the
         # memory of in-flight GETs and shares the pipe in FIFO order.
         self.slots = trio.Semaphore(max(2, budget // (4 * block_size)))
         self.hits = 0
         self.misses = 0
+        self.readers = 0  # open Readers, which share the budget for their windows
         self.nursery: trio.Nursery | None = None  # for prefetches; set by the daemon
 
     @property
     def size(self) -> int:
         return int(self.blocks.currsize)
+
+    def window_limit(self) -> int:
+        """The largest readahead window one reader may have now: together the
+        windows fill at most half the budget, so that prefetched blocks are
+        not evicted by other prefetched blocks before they are read."""
+        return max(self.block_size, self.budget // (2 * max(1, self.readers)))
 
     def cached(self, key: str, etag: str, n: int) -> bytes | bytearray | None:
         return self.blocks.get((key, etag, n))
@@ -65,18 +82,19 @@ class BlockCache:
             return data
         self.misses += 1
         while True:
-            event = self._inflight.get(bid)
-            if event is None:
+            fetch = self._inflight.get(bid)
+            if fetch is None:
                 await self._fetch(bid, object_size)
             else:
-                await event.wait()
+                await fetch.done.wait()
+                if fetch.error is not None:
+                    raise fetch.error
             data = self.blocks.get(bid)
             if data is not None:
                 return data
-            err = self._failed.pop(bid, None)
-            if err is not None:
-                raise err
-            # Fetched but already evicted by other readers: fetch again.
+            # A prefetch that gave up (its reader left, or it failed: the
+            # error is raised by our own fetch), or a block already evicted
+            # by other readers: fetch it (again).
 
     def prefetch(self, key: str, etag: str, n: int, object_size: int, still_wanted: trio.Event) -> None:
         """Fetch a block in the background unless cached or on its way.
@@ -84,11 +102,11 @@ class BlockCache:
         bid = (key, etag, n)
         if bid in self.blocks or bid in self._inflight or self.nursery is None:
             return
-        self._inflight[bid] = trio.Event()
+        self._inflight[bid] = _Fetch()
         self.nursery.start_soon(self._prefetch, bid, object_size, still_wanted)
 
     async def _prefetch(self, bid: BlockId, object_size: int, cancelled: trio.Event) -> None:
-        event = self._inflight[bid]
+        fetch = self._inflight[bid]
         try:
             async with self.slots:
                 if cancelled.is_set():
@@ -98,19 +116,19 @@ class BlockCache:
             log.debug("prefetch of %r block %d failed: %s", bid[0], bid[2], err)
         finally:
             del self._inflight[bid]
-            event.set()
+            fetch.done.set()
 
     async def _fetch(self, bid: BlockId, object_size: int) -> None:
-        event = self._inflight[bid] = trio.Event()
+        fetch = self._inflight[bid] = _Fetch()
         try:
             async with self.slots:
                 await self._get(bid, object_size)
         except ZosError as err:
-            self._failed[bid] = err
+            fetch.error = err  # for those who wait for this fetch
             raise
         finally:
             del self._inflight[bid]
-            event.set()
+            fetch.done.set()
 
     async def _get(self, bid: BlockId, object_size: int) -> None:
         key, etag, n = bid
@@ -139,9 +157,12 @@ class Reader:
         self.window = 0
         self.prefetched = -1  # highest block number asked for in advance
         self.gone = trio.Event()  # set on close: queued prefetches are dropped
+        cache.readers += 1
 
     def close(self) -> None:
-        self.gone.set()
+        if not self.gone.is_set():
+            self.gone.set()
+            self.cache.readers -= 1
 
     async def read(self, offset: int, length: int) -> bytes | memoryview:
         """Bytes [offset, offset+length) of the object, short at its end."""
@@ -153,7 +174,7 @@ class Reader:
         sequential = self.next_offset - bs <= offset <= self.next_offset + max(self.window, bs)
         self.next_offset = offset + length
         if sequential:
-            self.window = min(self.max_window, max(bs, self.window * 2))
+            self.window = min(self.max_window, self.cache.window_limit(), max(bs, self.window * 2))
             self._prefetch_ahead(last, offset + length)
         else:
             self.window = 0
@@ -177,13 +198,19 @@ class Reader:
                 start = offset - first * bs
                 return memoryview(block)[start : start + length]
             blocks: dict[int, bytes | bytearray] = {}
+            errors: list[ZosError] = []
 
             async def fetch(n: int) -> None:
-                blocks[n] = await self.cache.block(self.key, self.etag, n, self.size)
+                try:
+                    blocks[n] = await self.cache.block(self.key, self.etag, n, self.size)
+                except ZosError as err:  # (raised inside the nursery it would be wrapped in a group)
+                    errors.append(err)
 
             async with trio.open_nursery() as nursery:
                 for n in range(first, last + 1):
                     nursery.start_soon(fetch, n)
+            if errors:
+                raise errors[0]
         except ZosError as err:
             raise _read_error(self.key, err) from None
         out = bytearray()
@@ -204,6 +231,24 @@ class Reader:
         except ZosError as err:
             raise _read_error(self.key, err) from None
         return memoryview(data)[offset - start : offset - start + length]
+
+
+EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
+
+
+def same_data(old_etag: str, new_etag: str, max_appends: int = 16) -> bool:
+    """Whether an object whose ETag went from `old_etag` to `new_etag` still
+    holds the same bytes: a metadata change of an appendable object (chmod,
+    touch, tags) is a zero-length append, which moves the running-hash ETag
+    on without changing the data. (A copy of a normal object keeps its ETag.)"""
+    if not old_etag:
+        return False
+    etag = old_etag
+    for _ in range(max_appends):
+        etag = next_append_etag(etag, EMPTY_MD5)
+        if etag == new_etag:
+            return True
+    return False
 
 
 def _read_error(key: str, err: ZosError) -> FsError:

@@ -17,11 +17,14 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import trio
 
 log = logging.getLogger(__name__)
+
+MAKE_ROOM_INTERVAL = 1.0  # seconds between calls of make_room while a writer waits for the budget
 
 
 class StagedFile:
@@ -99,11 +102,20 @@ class Staging:
     def create(self, key: str) -> StagedFile:
         return StagedFile(self.directory, key)
 
-    async def reserve(self, nbytes: int) -> None:
+    def would_wait(self, nbytes: int) -> bool:
+        """Whether `reserve(nbytes)` would wait now."""
+        return bool(self.used) and self.used + nbytes > self.budget
+
+    async def reserve(self, nbytes: int, make_room: Callable[[], None] | None = None) -> None:
         """Wait until `nbytes` more fit in the budget (a single write larger
-        than the whole budget is let through alone, rather than never)."""
-        while self.used and self.used + nbytes > self.budget:
-            await self._freed.wait()
+        than the whole budget is let through alone, rather than never).
+        While waiting, `make_room` is called now and then: it starts the
+        uploads that free the budget (again, if they failed meanwhile)."""
+        while self.would_wait(nbytes):
+            if make_room is not None:
+                make_room()
+            with trio.move_on_after(MAKE_ROOM_INTERVAL):
+                await self._freed.wait()
         self.used += nbytes
 
     def release(self, nbytes: int) -> None:

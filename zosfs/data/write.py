@@ -11,7 +11,8 @@ out depends on that relation:
   by append upload as they arrive, in chunks that grow from `append_chunk`
   to 64 MiB. Only new bytes ever cross the wire, and a growing log can be
   read by others while it is written. A file that grows past
-  `multipart_threshold` leaves append mode.
+  `multipart_threshold` leaves append mode; what was appended by then is
+  carried over into the multipart upload by upload-part-copy.
 - Replace mode (anything else: overwrites, truncation, non-appendable
   objects, buckets without append). The object is replaced only when the new
   content is complete: files up to `rewrite_threshold` by one PUT (unchanged
@@ -25,7 +26,14 @@ RGW replaces them on each append (see `Namespace.write_options`).
 
 Durability: `flush` (close) and `fsync` return only when everything written
 so far is stored in the object store, and raise EIO otherwise; the data then
-stays in staging, and on release the log names the file that holds it.
+stays in staging, and on release the log names the file that holds it. A
+failed multipart upload is kept for the next attempt (fsync or close again)
+and aborted when the file is released without success.
+
+Uploads run while the file goes on changing (background appends and parts,
+flushes during writes from other threads): each upload notes what changed
+while it ran (`Watch`) and keeps that dirty, and never trusts object bytes
+beyond a truncation that happened meanwhile.
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ import errno
 import hashlib
 import logging
 import math
+import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -71,11 +81,27 @@ class AppendEtag:
     After one append it is the MD5 of the data; after each further append it
     is md5(previous digest + MD5 of the new data), with "-n" for n appends
     (measured on RGW 16.2: a running hash, not the multipart formula).
+    Zero-length appends (metadata changes) count as appends too.
     """
 
     def __init__(self) -> None:
         self.digest = b""
         self.count = 0
+
+    @classmethod
+    def of(cls, etag: str) -> AppendEtag | None:
+        """The tracker of an appendable object whose ETag is now `etag`;
+        None when that ETag is not known ("")."""
+        if not etag:
+            return None
+        hexdigest, _, count = etag.partition("-")
+        tracker = cls()
+        try:
+            tracker.digest = bytes.fromhex(hexdigest)
+            tracker.count = int(count) if count else 1
+        except ValueError:
+            return None
+        return tracker
 
     def add(self, chunk_md5: str) -> None:
         part = bytes.fromhex(chunk_md5)
@@ -86,6 +112,23 @@ class AppendEtag:
         if not self.count:
             return ""
         return self.digest.hex() if self.count == 1 else f"{self.digest.hex()}-{self.count}"
+
+
+class Watch:
+    """What changed in a file while an upload ran: the ranges written (or
+    extended by truncation), and the lowest size it was truncated to."""
+
+    def __init__(self) -> None:
+        self.changed = RangeSet()
+        self.truncated_to: int | None = None
+
+    def truncated(self, size: int) -> None:
+        self.truncated_to = size if self.truncated_to is None else min(self.truncated_to, size)
+
+    def limit(self, end: int) -> int:
+        """How much of an object made of the file's first `end` bytes is
+        still the file's (beyond a truncation it is not, whatever follows)."""
+        return end if self.truncated_to is None else min(end, self.truncated_to)
 
 
 @dataclass
@@ -99,7 +142,12 @@ class Multipart:
 
 
 class Writer:
-    """The unflushed state of one file (see the module docstring)."""
+    """The unflushed state of one file (see the module docstring).
+
+    Uploads run while writes go on, so every upload notes what was written
+    while it ran (`_watch`): those bytes may or may not have gone out with it,
+    so they stay dirty.
+    """
 
     def __init__(self, path: WritePath, inode: Inode, truncate: bool) -> None:
         self.path = path
@@ -112,20 +160,18 @@ class Writer:
         if truncate:
             inode.size = 0
         self.size = inode.size
-        self.base_size = inode.size if exists else 0
-        self.base_limit = 0 if truncate else self.base_size  # old bytes beyond this are gone
-        self.base_etag = inode.etag
+        # The object's bytes below base_limit are the file's, except where
+        # dirty; old bytes beyond it are gone (truncated) or never existed.
+        self.base_limit = 0 if truncate or not exists else inode.size
         # Append mode: the object is exactly the file's first remote_len bytes.
         if not path.append_ok:
             self.remote_len: int | None = None
         elif not exists:
             self.remote_len = 0
         elif inode.appendable and not truncate:
-            self.remote_len = self.base_size
+            self.remote_len = self.size
         else:
             self.remote_len = None
-        # The object's ETag, when this writer made every append of it.
-        self.append_etag: AppendEtag | None = AppendEtag() if not exists else None
         self.appending = 0  # bytes of an append in flight
         self.generation = 1 if (not exists or truncate) else 0
         self.flushed_generation = 0
@@ -135,19 +181,31 @@ class Writer:
         self.frontier = 0  # where the last write ended: parts before it are finished
         self.parts_checked = 0  # parts below this were looked at for background upload
         self.append_scheduled = False
-        self.charged = 0
+        self.charged = 0  # bytes of the staging budget this writer holds
         self.error: ZosError | FsError | None = None
         self.lock = trio.Lock()
         self.tasks = 0
         self.idle = trio.Event()
         self.idle.set()
         self.discarded = False
+        self._watches: list[Watch] = []
 
     # -- state -----------------------------------------------------------------
 
     @property
     def pending(self) -> bool:
         return self.generation != self.flushed_generation
+
+    @property
+    def base_etag(self) -> str:
+        """The ETag of the object whose bytes are the base ("" if unknown).
+        It is the inode's: whoever changes the object (this writer, a
+        metadata change, a rename's copy) updates that."""
+        return self.inode.etag
+
+    @base_etag.setter
+    def base_etag(self, etag: str) -> None:
+        self.inode.etag = etag
 
     def _stage(self) -> StagedFile:
         if self.staged is None:
@@ -160,6 +218,17 @@ class Writer:
             ps = self.part_size
             for n in range(start // ps, (end - 1) // ps + 1):
                 self.part_generation[n] = self.generation
+        for watch in self._watches:
+            watch.changed.add(start, end)
+
+    def _watch(self) -> Watch:
+        """Start noting what changes from now on (until `_unwatch`)."""
+        watch = Watch()
+        self._watches.append(watch)
+        return watch
+
+    def _unwatch(self, watch: Watch) -> None:
+        self._watches.remove(watch)
 
     def _leave_append_mode(self, why: str) -> None:
         if self.remote_len is not None:
@@ -169,9 +238,8 @@ class Writer:
     # -- changes ---------------------------------------------------------------
 
     async def write(self, offset: int, data: bytes) -> int:
-        if self.error is not None and not isinstance(self.error, FsError):
-            self.error = None  # a new write is a new chance; flush retries anyway
-        await self.path.staging.reserve(len(data))
+        self.error = None  # a new write is a new chance for background uploads
+        await self.path.staging.reserve(len(data), self.path.make_room)
         self.charged += len(data)
         end = offset + len(data)
         staged = self._stage()
@@ -202,6 +270,8 @@ class Writer:
             self.base_limit = min(self.base_limit, size)
             if self.remote_len is not None and size < self.remote_len + self.appending:
                 self._leave_append_mode("truncated below what was already appended")
+            for watch in self._watches:
+                watch.truncated(size)
             self._touch(size, size + 1)
         else:
             # The new bytes are zeros: staging has a hole there.
@@ -223,7 +293,8 @@ class Writer:
         if end <= offset:
             return b""
         out = bytearray()
-        for start, stop, here in self.local.pieces(offset, end):
+        # (A snapshot: uploads change `local` while this waits for the server.)
+        for start, stop, here in list(self.local.pieces(offset, end)):
             if here:
                 out += self._stage().pread(stop - start, start)
                 continue
@@ -247,128 +318,199 @@ class Writer:
                 continue
             clean_end = min(e, self.base_limit)
             if s < clean_end:
-                data = await self._get_base(s, clean_end)
-                self._stage().pwrite(data, s)
-            self.local.add(s, e)  # beyond base_limit staging holds zeros already
+                data = memoryview(await self._get_base(s, clean_end))
+                # Meanwhile the file may have been written (those bytes win)
+                # or truncated (nothing beyond its end may reappear).
+                limit = min(clean_end, self.size, self.base_limit)
+                for ps, pe, written in list(self.local.pieces(s, limit)):
+                    if not written:
+                        self._stage().pwrite(data[ps - s : pe - s], ps)
+            self.local.add(s, min(e, self.size))  # beyond base_limit staging holds zeros already
 
     # -- background uploads ----------------------------------------------------------
 
-    def _kick(self) -> None:
-        """Start what can go out now: an append chunk, or finished parts."""
+    def _kick(self, force: bool = False) -> None:
+        """Start what can go out now: an append chunk, or finished parts.
+        `force`: append whatever is pending, however little (the staging
+        budget is full)."""
         if self.discarded or self.error is not None:
             return
         if self.remote_len is not None:
-            if not self.append_scheduled and self.size - self.remote_len >= self._chunk():
+            pending = self.size - self.remote_len
+            if not self.append_scheduled and pending and (force or pending >= self._chunk()):
                 self.append_scheduled = True
-                self._spawn(self._append_in_background)
-        elif self.size > self.path.opts.rewrite_threshold and self.frontier // self.part_size > self.parts_checked:
-            self.parts_checked = self.frontier // self.part_size
-            self._spawn(self._parts_in_background)
+                self._spawn(lambda: self._append_in_background(1 if force else None))
+        elif self.size > self.path.opts.rewrite_threshold and (force or self.frontier // self.part_size > self.parts_checked):
+            self.parts_checked = max(self.parts_checked, self.frontier // self.part_size)
+            self._spawn(lambda: self._parts_in_background(force))
 
     def _chunk(self) -> int:
+        """Appends grow with the file (fewer, larger requests), but stay well
+        within the staging budget, which they free."""
         assert self.remote_len is not None
-        return max(self.path.opts.append_chunk, min(MAX_APPEND_CHUNK, self.remote_len // 2))
+        budget = self.path.staging.budget
+        return max(self.path.opts.append_chunk, min(MAX_APPEND_CHUNK, self.remote_len // 2, budget // 4))
 
-    def _spawn(self, fn: object) -> None:
+    def _spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
         nursery = self.path.nursery
         if nursery is None:
             return
+        if not self.tasks:
+            self.idle = trio.Event()  # (only then: someone may be waiting for the current one)
         self.tasks += 1
-        self.idle = trio.Event()
         nursery.start_soon(self._run_task, fn)
 
-    async def _run_task(self, fn: object) -> None:
+    async def _run_task(self, fn: Callable[[], Awaitable[None]]) -> None:
         try:
-            await fn()  # type: ignore[operator]
+            await fn()
         except (ZosError, FsError) as err:
             self.error = err
             log.warning("background upload of %r failed (flush will retry): %s", self.key_at_start, err)
+        except Exception as err:  # a bug must not end the mount: flush retries and reports
+            self.error = FsError(errno.EIO, f"background upload of {self.key_at_start!r}: {err!r}")
+            log.exception("background upload of %r failed unexpectedly (flush will retry)", self.key_at_start)
         finally:
             self.tasks -= 1
             if not self.tasks:
                 self.idle.set()
 
-    async def _append_in_background(self) -> None:
+    async def _append_in_background(self, minimum: int | None) -> None:
         try:
             async with self.lock:
-                while (
-                    not self.discarded
-                    and self.remote_len is not None
-                    and self.size - self.remote_len >= self._chunk()
-                ):
+                while not self.discarded and self.remote_len is not None:
+                    pending = self.size - self.remote_len
+                    if pending <= 0 or pending < (minimum or self._chunk()):
+                        break
                     await self._append(self._chunk())
         finally:
             self.append_scheduled = False
         self._kick()  # replace mode may have begun meanwhile
 
-    async def _parts_in_background(self) -> None:
-        """Upload finished parts (wholly written, before the writer's frontier)."""
+    async def _parts_in_background(self, force: bool = False) -> None:
+        """Upload finished parts (wholly written, before the writer's frontier).
+        With `force` (the staging budget is exhausted), also the unfinished
+        part at the frontier: it frees the budget now and is simply uploaded
+        again once it changes (S3 lets a part number be uploaded again)."""
         async with self.lock:
-            if self.discarded or self.remote_len is not None:
+            if self.discarded or self.remote_len is not None or not self.pending:
                 return
-            if self.multipart is None:
-                await self._start_multipart()
-            mp = self.multipart
-            assert mp is not None
-            ps = mp.part_size
-            if ps != self.part_size:
+            ps = self.part_size
+            if self.multipart is not None and self.multipart.part_size != ps:
                 return  # the file outgrew its part size; everything goes at flush
+            mp = self.multipart
             ready = []
-            for n in range(self.frontier // ps):
-                start, end = n * ps, (n + 1) * ps
+            limit = min(self.frontier, self.size)
+            for n in range(-(-self.size // ps) if force else limit // ps):
+                start, end = n * ps, min((n + 1) * ps, self.size)
                 gen = self.part_generation.get(n, 0)
-                if n in mp.busy or mp.done.get(n, (-1, ""))[0] == gen:
+                if mp is not None and (n in mp.busy or mp.done.get(n, (-1, ""))[0] == gen):
                     continue
-                if self.local.covers(start, end):
+                if self.local.covers(start, end) or not self.dirty.overlaps(start, end):
                     ready.append(n)
+            log.debug("parts ready for background upload of %r: %s (frontier %d)", self.key_at_start, ready, self.frontier)
+            if not ready:
+                return
+            if mp is None:
+                await self._start_multipart()
+                mp = self.multipart
+                assert mp is not None
+                if mp.part_size != ps:
+                    return
             for n in ready:
                 mp.busy[n] = trio.Event()
         for n in ready:
-            self._spawn(lambda n=n: self._upload_part(n))
+            self._spawn(lambda n=n: self._upload_part(mp, n))
 
     # -- appends ---------------------------------------------------------------------
 
     async def _append(self, limit: int) -> None:
-        """Append up to `limit` staged bytes after `remote_len`. Caller holds the lock."""
+        """Append up to `limit` staged bytes after `remote_len`. Caller holds
+        the lock. Returns without appending if the file changed so that it
+        cannot (the caller looks at `remote_len` again)."""
         assert self.remote_len is not None
+        if self.discarded:
+            return
         start = self.remote_len
-        length = min(limit, self.size - start)
         ns, zos = self.path.ns, self.path.zos
         key = ns.key(self.inode)
-        meta = encode(self.inode.attrs, self.inode.meta)
-        opts = await ns.write_options(self.inode, meta, replacing=True)
-        self.appending = length
+        watch = self._watch()  # (before the first await: everything after it counts)
         try:
-            result = await zos.append(key, start, FileRegion(self._stage().fd, start, length), opts)
+            meta = encode(self.inode.attrs, self.inode.meta)
+            opts = await ns.write_options(self.inode, meta, replacing=True)
+            if self.remote_len != start or self.discarded:
+                return  # written below, or truncated below, what was appended meanwhile
+            length = min(limit, self.size - start)
+            etag = AppendEtag() if not self.inode.remote else AppendEtag.of(self.inode.etag)
+            self.appending = length
+            try:
+                result = await zos.append(key, start, FileRegion(self._stage().fd, start, length), opts)
+            finally:
+                self.appending = 0
         except ZosError as err:
             if err.code in APPEND_UNSUPPORTED:
                 self.path.append_unavailable(err)
             if err.code in NOT_APPENDABLE or err.code in APPEND_UNSUPPORTED:
                 self._leave_append_mode(f"the server refused the append ({err.code})")
+                if err.code == "PositionNotEqualToLength":
+                    self._foreign_appends(start)
                 return
             raise
         finally:
-            self.appending = 0
+            self._unwatch(watch)
         if result.position != start + length:
             log.warning("%r was appended to by someone else; it will be rewritten whole", key)
             self._leave_append_mode("foreign appends")
+            self._foreign_appends(start)
             return
         log.debug("appended %d bytes at %d to %r (chunk md5 %s)", length, start, key, result.etag)
-        self.remote_len = result.position
-        if self.append_etag is not None and result.etag:
-            self.append_etag.add(result.etag)
-        else:
-            self.append_etag = None
-        etag = str(self.append_etag or "")
+        if self.remote_len is not None:  # (a write or truncate below the end may have ended append mode)
+            self.remote_len = result.position
+        if etag is not None and result.etag:
+            etag.add(result.etag)
+        # The object now holds the file's first start+length bytes, except
+        # where they were written while they went out, and beyond a
+        # truncation meanwhile.
         self.dirty.remove(start, start + length)
+        for s, e in watch.changed:
+            self.dirty.add(max(s, start), min(e, start + length))
+        self.base_limit = min(watch.limit(start + length), self.size)
         self.inode.remote, self.inode.appendable, self.inode.meta = True, True, meta
-        self.inode.etag = self.base_etag = etag
+        self.inode.etag = str(etag or "")
+        ns.remember(key, self.inode)
         self._uploaded(length)
 
-    def _uploaded(self, nbytes: int) -> None:
-        released = min(nbytes, self.charged)
-        self.charged -= released
-        self.path.staging.release(released)
+    def _foreign_appends(self, start: int) -> None:
+        """Someone else appended to the object: its first `start` bytes are
+        still this file's, but its ETag is no longer known."""
+        self.base_limit = min(self.base_limit, start)
+        self.inode.etag = ""
+
+    def _uploaded(self, nbytes: int = 0) -> None:
+        """Some data went out: hold no more of the staging budget than is
+        still waiting to go. (Computed from the state rather than counted, so
+        that overwrites, re-uploaded parts and mode changes can never make the
+        account drift, and writers never wait for budget nobody holds.)"""
+        outstanding = self._outstanding()
+        if outstanding < self.charged:
+            # (Never charged more here: bytes that must go out again, after a
+            # restarted upload, were admitted once already.)
+            self.path.staging.release(self.charged - outstanding)
+            self.charged = outstanding
+
+    def _outstanding(self) -> int:
+        """Bytes written here that no upload has carried yet."""
+        if self.remote_len is not None:
+            return max(0, self.size - self.remote_len)
+        mp, ps = self.multipart, self.part_size
+        total = 0
+        for start, end in list(self.dirty):
+            if mp is None or mp.part_size != ps:
+                total += end - start
+                continue
+            for n in range(start // ps, (end - 1) // ps + 1):
+                if mp.done.get(n, (-1, ""))[0] != self.part_generation.get(n, 0):
+                    total += min(end, (n + 1) * ps) - max(start, n * ps)
+        return total
 
     # -- replacing the object ------------------------------------------------------------
 
@@ -379,18 +521,21 @@ class Writer:
         part_size = max(self.part_size, math.ceil(self.size / MAX_PARTS / MiB) * MiB)
         upload_id = await self.path.zos.create_multipart(ns.key(self.inode), opts)
         self.multipart = Multipart(upload_id, part_size)
+        log.debug("started multipart upload %s of %r (parts of %d bytes)", upload_id, self.key_at_start, part_size)
 
-    async def _upload_part(self, n: int) -> None:
-        mp = self.multipart
-        assert mp is not None
+    async def _upload_part(self, mp: Multipart, n: int) -> None:
         event = mp.busy[n]
         try:
-            gen = self.part_generation.get(n, 0)
             start = n * mp.part_size
-            end = min(self.size, start + mp.part_size)
             key = self.path.ns.key(self.inode)
             zos = self.path.zos
             async with self.path.part_slots:
+                if self.multipart is not mp or (n and start >= self.size):
+                    return  # aborted before its turn, or truncated away
+                # (A change from here on makes the part's generation newer:
+                # it is uploaded again.)
+                gen = self.part_generation.get(n, 0)
+                end = min(self.size, start + mp.part_size)
                 if (
                     not self.dirty.overlaps(start, end)
                     and end <= self.base_limit
@@ -402,8 +547,10 @@ class Writer:
                     await self._fill(start, end)
                     region = FileRegion(self._stage().fd, start, end - start)
                     etag = await zos.upload_part(key, mp.upload_id, n + 1, region)
+                log.debug("uploaded part %d [%d, %d) of %r (generation %d)", n + 1, start, end, key, gen)
             if self.multipart is mp:
                 mp.done[n] = (gen, etag)
+                self._uploaded()
         finally:
             del mp.busy[n]
             event.set()
@@ -413,17 +560,27 @@ class Writer:
         ns, zos = self.path.ns, self.path.zos
         key = ns.key(self.inode)
         meta = encode(self.inode.attrs, self.inode.meta)
-        if self.size <= self.path.opts.rewrite_threshold and self.multipart is None:
-            opts = await ns.write_options(self.inode, meta, replacing=True)
-            await self._fill(0, self.size)
-            etag = await zos.put(key, FileRegion(self._stage().fd, 0, self.size), opts)
-        else:
-            etag = await self._complete_multipart(key)
+        size = self.size
+        watch = self._watch()
+        try:
+            if size <= self.path.opts.rewrite_threshold:
+                if self.multipart is not None:
+                    await self._abort_multipart()  # (the file shrank): one PUT is simpler
+                opts = await ns.write_options(self.inode, meta, replacing=True)
+                await self._fill(0, size)
+                size = self.size
+                etag = await zos.put(key, FileRegion(self._stage().fd, 0, size), opts)
+            else:
+                size, etag = await self._complete_multipart(key)
+        finally:
+            self._unwatch(watch)
         self.inode.remote, self.inode.appendable, self.inode.meta = True, False, meta
-        self.inode.etag = self.base_etag = etag
-        self.append_etag = None
+        self.inode.etag = etag
+        self.base_limit = min(watch.limit(size), self.size)
 
-    async def _complete_multipart(self, key: str) -> str:
+    async def _complete_multipart(self, key: str) -> tuple[int, str]:
+        """Complete (or start and complete) the multipart upload of the file;
+        returns the size stored and the object's ETag."""
         zos = self.path.zos
         if self.multipart is not None and math.ceil(self.size / self.multipart.part_size) > MAX_PARTS:
             await self._abort_multipart()  # the file outgrew its part size: start over
@@ -431,29 +588,48 @@ class Writer:
             await self._start_multipart()
         mp = self.multipart
         assert mp is not None
-        nparts = max(1, math.ceil(self.size / mp.part_size))
+        errors: list[ZosError | FsError] = []
+
+        async def upload(n: int) -> None:
+            try:
+                await self._upload_part(mp, n)
+            except (ZosError, FsError) as err:  # (raised in the nursery it would come wrapped)
+                errors.append(err)
+
         try:
             while mp.busy:
                 await next(iter(mp.busy.values())).wait()
+            size = self.size
+            nparts = max(1, math.ceil(size / mp.part_size))
             async with trio.open_nursery() as nursery:
                 for n in range(nparts):
                     gen = self.part_generation.get(n, 0)
                     if mp.done.get(n, (-1, ""))[0] != gen:
                         mp.busy[n] = trio.Event()
-                        nursery.start_soon(self._upload_part, n)
+                        nursery.start_soon(upload, n)
+            if errors:
+                raise errors[0]
             parts = [Part(n + 1, mp.done[n][1]) for n in range(nparts)]
             await zos.complete_multipart(key, mp.upload_id, parts)
+        except (ZosError, FsError) as err:
+            # The upload and its finished parts stay for the next attempt
+            # (fsync or close again); release aborts it if none succeeds.
+            if isinstance(err, ZosError) and err.code == "NoSuchUpload":
+                self.multipart = None
+            raise
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._abort_multipart()
             raise
         self.multipart = None
-        return multipart_etag([p.etag for p in parts])
+        return size, multipart_etag([p.etag for p in parts])
 
     async def _abort_multipart(self) -> None:
         mp = self.multipart
         self.multipart = None
         if mp is not None:
+            while mp.busy:  # parts on their way would fail, or outlive the abort
+                await next(iter(mp.busy.values())).wait()
             await self.path.zos.abort_quietly(self.path.ns.key(self.inode), mp.upload_id)
 
     # -- flushing ------------------------------------------------------------------------
@@ -463,36 +639,53 @@ class Writer:
         if self.discarded:
             return
         async with self.lock:
-            if not self.pending and not self.dirty:
+            if self.discarded or (not self.pending and not self.dirty):
                 return
             generation = self.generation
+            watch = self._watch()
             try:
                 if self.remote_len is not None:
                     await self._flush_appends()
-                if self.remote_len is None:
+                if self.remote_len is None and not self.discarded:
                     await self._replace()
             except ZosError as err:
                 self.error = err
                 raise FsError(errno.EIO, f"uploading {self.key_at_start!r} failed: {err}") from None
+            except FsError as err:
+                self.error = err
+                raise FsError(errno.EIO, f"uploading {self.key_at_start!r} failed: {err.message}") from None
+            finally:
+                self._unwatch(watch)
             self.error = None
             self.flushed_generation = generation
-            self.dirty = RangeSet()
-            self.base_size = self.base_limit = self.size
+            # What was written during the upload may have missed it.
+            self.dirty = watch.changed
+            self.dirty.remove(self.size, max(self.size, watch.changed.last_end()))
+            self.inode.page_etag = self.inode.etag  # the kernel's pages are of this version
             self.path.ns.remember(self.path.ns.key(self.inode), self.inode)
-            self._uploaded(self.charged)
+            self._uploaded()
 
     async def _flush_appends(self) -> None:
         assert self.remote_len is not None
-        while self.remote_len is not None and self.remote_len < self.size:
+        while self.remote_len is not None and self.remote_len < self.size and not self.discarded:
             await self._append(MAX_APPEND_CHUNK)
-        if self.remote_len is not None and (self.pending and not self.inode.remote or self.pending_attrs()):
+        if self.remote_len is not None and (not self.inode.remote or self.pending_attrs()):
             await self._append(0)  # creates an empty file, or carries new metadata
 
     def pending_attrs(self) -> bool:
         return encode(self.inode.attrs, self.inode.meta) != self.inode.meta
 
     async def wait_idle(self) -> None:
-        await self.idle.wait()
+        while self.tasks:
+            await self.idle.wait()
+
+    async def finish(self) -> None:
+        """After the last flush: wait for background work, and abort a
+        multipart upload that a background task began but nothing completed."""
+        await self.wait_idle()
+        if self.multipart is not None:
+            async with self.lock:
+                await self._abort_multipart()
 
     def close(self, keep_reason: str | None = None) -> None:
         """Drop the staging file; with a reason, keep it for recovery instead."""
@@ -518,23 +711,45 @@ class WritePath:
         self.part_slots = trio.Semaphore(opts.upload_concurrency)
         self.nursery: trio.Nursery | None = None
         self.writers: set[Writer] = set()
+        self._versions: weakref.WeakKeyDictionary[Inode, int] = weakref.WeakKeyDictionary()
 
     def append_unavailable(self, err: ZosError) -> None:
         if self.append_ok:
             log.warning("append upload is refused by the server (%s); files are uploaded by PUT and multipart", err.code)
             self.append_ok = False
 
+    def make_room(self) -> None:
+        """The staging budget is full: send out what can go now, however
+        little, retrying uploads that failed. (Files being rewritten below
+        rewrite_threshold go only when closed: the budget must exceed them.)"""
+        for writer in list(self.writers):
+            writer.error = None
+            writer._kick(force=True)
+
+    def version(self, inode: Inode) -> int:
+        """Counts this mount's changes of a file's content (a writer began or
+        ended): open handles then read the new version, not the one they
+        opened, as on a local filesystem."""
+        return self._versions.get(inode, 0)
+
+    def _changed(self, inode: Inode) -> None:
+        self._versions[inode] = self._versions.get(inode, 0) + 1
+
+    def _new_writer(self, inode: Inode, truncate: bool) -> Writer:
+        inode.writer = writer = Writer(self, inode, truncate)
+        self.writers.add(writer)
+        self._changed(inode)
+        return writer
+
     def writer(self, inode: Inode) -> Writer:
         if inode.writer is None:
-            inode.writer = Writer(self, inode, truncate=False)
-            self.writers.add(inode.writer)
+            return self._new_writer(inode, truncate=False)
         return inode.writer
 
     async def open_truncated(self, inode: Inode) -> None:
         """open() with O_TRUNC: the file is empty from now on."""
         if inode.writer is None:
-            inode.writer = Writer(self, inode, truncate=True)
-            self.writers.add(inode.writer)
+            self._new_writer(inode, truncate=True)
         else:
             await inode.writer.truncate(0)
 
@@ -543,6 +758,9 @@ class WritePath:
 
     async def truncate(self, inode: Inode, size: int) -> None:
         await self.writer(inode).truncate(size)
+        if not inode.opens:
+            await self.release(inode)  # truncate(2) of a file no one has open: no close will store it
+
 
     async def read(self, inode: Inode, offset: int, length: int) -> bytes:
         assert inode.writer is not None
@@ -554,18 +772,37 @@ class WritePath:
             await writer.flush()
 
     async def release(self, inode: Inode) -> None:
-        """The last handle closed: flush, and let the writer go."""
+        """The last handle closed: flush, and let the writer go. If the data
+        cannot be stored it stays in staging (the log says where) and this
+        raises FsError(EIO). If the file is opened again meanwhile, the new
+        handle carries on with the writer (its close stores it)."""
         writer = inode.writer
         if writer is None or inode.opens:
             return
+        failure: FsError | None = None
         try:
             await writer.flush()
         except FsError as err:
-            writer.close(keep_reason=str(err.message))
-        else:
-            await writer.wait_idle()
-            writer.close()
+            failure = err
+        await writer.wait_idle()
+        if inode.opens or inode.writer is not writer:
+            if failure is not None:
+                raise failure
+            return
+        # Nothing awaits from here until the writer is gone.
+        key, multipart = self.ns.key(inode), writer.multipart
+        writer.multipart = None
         self._drop(inode)
+        writer.close(keep_reason=failure.message if failure is not None else None)
+        if failure is not None:
+            # What the mount shows must be what the bucket holds again.
+            inode.fresh_until = 0.0
+            if not inode.remote:
+                inode.size = 0
+        if multipart is not None:  # failed, or begun in the background after the last flush
+            await self.zos.abort_quietly(key, multipart.upload_id)
+        if failure is not None:
+            raise failure
 
     async def discard(self, inode: Inode) -> None:
         """The file was unlinked: nothing of it must reach the server any more."""
@@ -573,8 +810,14 @@ class WritePath:
         if writer is None:
             return
         writer.discarded = True
-        async with writer.lock:
-            pass  # wait for an upload in flight
+        async with writer.lock:  # (after an upload in flight)
+            if inode.opens:
+                # The handles go on with the file, as POSIX has it: bring
+                # what they did not write into staging before it is deleted.
+                try:
+                    await writer._fill(0, writer.size)
+                except FsError as err:
+                    log.warning("%s; the open handle of the unlinked file reads EIO there", err.message)
         await writer.wait_idle()
         if writer.multipart is not None:
             await writer._abort_multipart()
@@ -586,6 +829,7 @@ class WritePath:
         writer = inode.writer
         inode.writer = None
         self.writers.discard(writer)
+        self._changed(inode)
         self.ns.table.release(inode)
 
     def dirty_bytes(self) -> int:
@@ -593,13 +837,13 @@ class WritePath:
 
     async def flush_all(self, deadline: float) -> list[Inode]:
         """Flush every writer (unmount, SIGTERM); returns those that failed or
-        did not finish by `deadline` (trio.current_time())."""
+        did not finish by `deadline` (trio time)."""
         failed: list[Inode] = []
         with trio.move_on_at(deadline):
             for writer in list(self.writers):
                 try:
                     await writer.flush()
-                    await writer.wait_idle()
+                    await writer.finish()
                 except FsError as err:
                     log.error("%s", err.message)
                     failed.append(writer.inode)
@@ -612,4 +856,3 @@ class WritePath:
                 writer.close()
         self.writers.clear()
         return failed
-

@@ -35,7 +35,7 @@ from zosfs.namespace.listing import Entry, Listing, SkipLog
 from zosfs.namespace.metacache import CachedMeta, MetaCache
 from zosfs.namespace.metadata import Attrs, Defaults, decode, encode
 from zosfs.options import Options
-from zosfs.zos import Acl, Grant, ObjectInfo, WriteOptions, ZosClient, ZosError
+from zosfs.zos import Acl, Grant, ObjectInfo, WriteOptions, ZosClient, ZosError, next_append_etag
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +129,21 @@ class Namespace:
         return Attrs(attrs.mode, attrs.uid, attrs.gid, t, t)
 
     def remember(self, key: str, inode: Inode) -> None:
-        """Record an inode's metadata under its current ETag for later mounts."""
+        """Record an inode's metadata under its current ETag for later mounts,
+        and its new size and ETag in its directory's cached listing: the write
+        path calls this after every upload, and a listing that still showed
+        the old version would make readdir load the old size and ETag back
+        into the inode (and reads then fail their If-Match)."""
         if inode.etag and not inode.is_dir:
             self.metacache.put(key, inode.etag, CachedMeta(inode.meta, inode.content_type, inode.appendable))
+        elif inode.remote and not inode.is_dir:
+            # What was stored has an ETag nobody computed (appends to an object
+            # this mount did not create): ask the server before the next open
+            # reads it, so that no cached data of the old version is reused.
+            inode.fresh_until = 0.0
+        listing = self.listings.get(inode.parent)
+        if listing is not None and not inode.gone and inode.name in listing.entries:
+            listing.put(Entry(inode.name, inode.is_dir, inode.size, inode.etag, inode.last_modified, inode.storage_class))
 
     async def head(self, key: str) -> ObjectInfo | None:
         """HEAD an object, sharing one request among concurrent askers.
@@ -248,7 +260,7 @@ class Namespace:
         if known is not None and not known.is_dir and not known.gone:
             if known.writer is not None:
                 return known  # local, unflushed state is newer than anything listed
-            if known.etag == entry.etag and known.meta_known and info is None:
+            if known.etag and known.etag == entry.etag and known.meta_known and info is None:
                 known.fresh_until = self._refresh_deadline()
                 return known
         cached = None
@@ -315,6 +327,15 @@ class Namespace:
                 self._vanished(parent, inode.name)
             self.table.detach(inode)
             raise FsError(errno.ENOENT, "the object was deleted by another client")
+        if self.decode(info.metadata, False, info.last_modified).kind != inode.attrs.kind:
+            # Another client replaced a file by a symlink or back. The kernel
+            # never changes an inode's type (it would call the inode bad), so
+            # the name gets a new inode; ESTALE makes a path lookup (stat,
+            # open) look the name up again at once and find it (not in a
+            # listing taken before the change).
+            self.listings.pop(inode.parent, None)
+            self.table.detach(inode)
+            raise FsError(errno.ESTALE, f"{key!r} changed its type on the server")
         self.apply_info(inode, info)
         return inode
 
@@ -355,14 +376,18 @@ class Namespace:
                     continue
             else:
                 known = self.table.child(directory.ino, entry.name)
-                if known is not None and known.etag == entry.etag and known.meta_known:
+                if known is not None and known.etag and known.etag == entry.etag and known.meta_known:
                     continue
                 if self.metacache.get(key, entry.etag) is not None:
                     continue
-            self.nursery.start_soon(self._prefetch_one, key, entry.is_dir)
+            self.nursery.start_soon(self._prefetch_one, key, entry.is_dir, entry.etag)
 
-    async def _prefetch_one(self, key: str, is_dir: bool) -> None:
+    async def _prefetch_one(self, key: str, is_dir: bool, etag: str) -> None:
         async with self._prefetch_slots:
+            # While this waited for a slot, readdir may have needed the same
+            # metadata and fetched it itself: do not ask twice.
+            if key in self.dir_meta if is_dir else self.metacache.get(key, etag) is not None:
+                return
             try:
                 info = await self.head(key)
             except ZosError as err:
@@ -458,6 +483,7 @@ class Namespace:
         inode = await self.lookup(parent, name)
         if inode.is_dir:
             raise FsError(errno.EISDIR)
+        await self.check_unlocked(inode, "delete")
         key = self.key(inode)
         if inode.remote:
             await self._delete(key)
@@ -508,6 +534,9 @@ class Namespace:
             return src
         if dst is not None and flags & RENAME_NOREPLACE:
             raise FsError(errno.EEXIST)
+        await self.check_unlocked(src, "rename")
+        if dst is not None:
+            await self.check_unlocked(dst, "replacing it by rename")
         if src.is_dir:
             if dst is not None and not dst.is_dir:
                 raise FsError(errno.ENOTDIR)
@@ -544,6 +573,8 @@ class Namespace:
             objects += page.entries
         for obj in objects:
             names.check_key(dst_prefix + obj.key[len(src_prefix):])
+        if self.object_lock:
+            await self._check_tree_unlocked(objects)
         slots = trio.Semaphore(RENAME_CONCURRENCY)
         failures: list[ZosError] = []
 
@@ -568,6 +599,8 @@ class Namespace:
                       src_prefix, failure.key, failure.message, failure.code)
         for obj in objects:
             self.metacache.forget(obj.key)
+        for marker in [k for k in self.dir_meta if k.startswith(src_prefix)]:
+            self.dir_meta.pop(marker, None)  # those markers are gone
 
     # -- attributes ------------------------------------------------------------------
 
@@ -594,6 +627,44 @@ class Namespace:
             inode.acl = await self.zos.get_acl(self.key(inode))
         return inode.acl
 
+    async def check_unlocked(self, inode: Inode, action: str) -> None:
+        """EPERM if the object is under retention or legal hold.
+
+        In an object-lock bucket a plain DELETE or PUT would succeed (it adds
+        a delete marker or a new version, and the locked version stays), so
+        a user would believe a protected file gone or replaced. zosfs refuses
+        instead. The lock can change without the ETag changing: always asks.
+        """
+        if not self.object_lock or not inode.remote or inode.is_dir:
+            return
+        key = self.key(inode)
+        info = await self.zos.head(key)
+        reasons = []
+        if info.legal_hold:
+            reasons.append("a legal hold")
+        if info.lock_until and info.lock_until > time.time():
+            until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(info.lock_until))
+            reasons.append(f"{info.lock_mode or 'object-lock'} retention until {until}")
+        if reasons:
+            raise FsError(errno.EPERM, f"{key!r} is under {' and '.join(reasons)}: {action} refused, the object is unchanged")
+
+    async def _check_tree_unlocked(self, objects: list[Any]) -> None:
+        """Before moving a directory in an object-lock bucket: none of its
+        objects may be locked, or the move would leave them behind."""
+        locked: list[str] = []
+
+        async def check(key: str) -> None:
+            info = await self.zos.head(key)
+            if info.legal_hold or (info.lock_until and info.lock_until > time.time()):
+                locked.append(key)
+
+        async with trio.open_nursery() as nursery:
+            for obj in objects:
+                nursery.start_soon(check, obj.key)
+        if locked:
+            raise FsError(errno.EPERM, f"{len(locked)} object(s) below are under retention or legal hold "
+                          f"(first: {sorted(locked)[0]!r}): rename refused, nothing was moved")
+
     async def set_attrs(self, inode: Inode, attrs: Attrs, *, persist: bool) -> None:
         """Change mode/owner/times; with `persist`, rewrite the object's metadata
         now (otherwise the next upload of pending data carries them)."""
@@ -616,8 +687,9 @@ class Namespace:
             opts = await self.write_options(inode, meta, replacing=True)
             # A zero-length append replaces the metadata and keeps the object
             # appendable (a copy would make it a normal object).
-            await self.zos.append(key, inode.size, b"", opts)
-            inode.etag = ""  # RGW gave it a new ETag we cannot compute here
+            appended = await self.zos.append(key, inode.size, b"", opts)
+            # RGW chains the ETag through every append, empty ones too.
+            inode.etag = next_append_etag(inode.etag, appended.etag) if inode.etag and appended.etag else ""
         else:
             opts = await self.write_options(inode, meta, replacing=False)
             inode.etag = await self.zos.copy(key, key, opts, size=inode.size)

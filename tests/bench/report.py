@@ -1,0 +1,306 @@
+"""The results writer: results.json, results.md and throughput.png in one folder.
+
+The Markdown table has one row per metric: each contender's median with its
+spread (min-max over every value measured) and run count, then zosfs's ratio
+to each other contender in the metric's own unit (zosfs / other), so that
+"MiB/s, ratio 0.8" reads as "80 % of the other's throughput" and "s, ratio
+1.5" as "takes 1.5 times as long".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+MiB = 1 << 20
+
+
+def machine(versions: dict[str, str]) -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = "?"
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = 0
+    with open("/proc/meminfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) * 1024
+    try:
+        debian = Path("/etc/debian_version").read_text().strip()
+    except OSError:
+        debian = "?"
+    ceph = subprocess.run(["radosgw", "--version"], capture_output=True, text=True).stdout.strip()
+    return {
+        "cpu_model": cpu,
+        "cpus": os.cpu_count(),
+        "ram_gib": round(mem / 2**30, 1),
+        "kernel": platform.release(),
+        "debian": debian,
+        "python": sys.version.split()[0],
+        "ceph": ceph.replace("ceph version ", ""),
+        **versions,
+    }
+
+
+def loadavg() -> str:
+    """The 1, 5 and 15 minute load averages: other work on the machine skews the numbers."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def summarize(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 1000:
+        return f"{value:,.0f}"
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    if value >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def build(results: dict[str, Any]) -> dict[str, Any]:
+    """Add medians, spreads and zosfs's ratios to the raw results (in place); return them."""
+    for metric in results["metrics"]:
+        for name, entry in metric["contenders"].items():
+            entry["summary"] = None if entry.get("failure") else summarize(entry["values"])
+        zosfs = metric["contenders"].get("zosfs", {}).get("summary")
+        metric["zosfs_ratio"] = {}
+        for name, entry in metric["contenders"].items():
+            other = entry.get("summary")
+            if name != "zosfs" and zosfs and other and other["median"]:
+                metric["zosfs_ratio"][name] = zosfs["median"] / other["median"]
+    return results
+
+
+def cell(entry: dict[str, Any] | None) -> str:
+    if entry is None:
+        return "n/a"
+    if entry.get("failure"):
+        return f"**FAIL**: {entry['failure'][:80]}"
+    s = entry.get("summary")
+    if not s:
+        return "-"
+    if s["n"] == 1:
+        return f"{fmt(s['median'])} (n=1)"
+    return f"{fmt(s['median'])} [{fmt(s['min'])}–{fmt(s['max'])}] (n={s['n']})"
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The issue's targets, each with what was measured and whether it is met."""
+    by_name = {m["name"]: m for m in results["metrics"]}
+
+    def median(metric: str, who: str) -> float | None:
+        entry = by_name.get(metric, {}).get("contenders", {}).get(who)
+        return entry["summary"]["median"] if entry and entry.get("summary") else None
+
+    rows: list[tuple[str, str, str]] = []
+
+    def row(target: str, measured: float | None, text: str, ok: bool | None) -> None:
+        verdict = "?" if measured is None or ok is None else ("met" if ok else "**not met**")
+        rows.append((target, text if measured is not None else "not measured", verdict))
+
+    for metric, label in (("seq_write", "sequential write"), ("seq_read_cold", "cold sequential read")):
+        z, b = median(metric, "zosfs"), median(metric, "boto3")
+        ratio = z / b if z and b else None
+        row(f"{label} >= 0.8 x boto3", ratio, f"{fmt(ratio)} x ({fmt(z)} vs {fmt(b)} MiB/s)",
+            ratio >= 0.8 if ratio else None)
+    z = median("small_files", "zosfs")
+    row("small files >= 250 files/s (until in bucket)", z, f"{fmt(z)} files/s", z >= 250 if z else None)
+    z, s = median("ls_first", "zosfs"), median("ls_first", "s3fs")
+    row("ls -l first mount faster than s3fs", z if s else None, f"{fmt(z)} s vs {fmt(s)} s",
+        z < s if z and s else None)
+    z, b = median("ls_remount", "zosfs"), median("ls_remount", "boto3")
+    ratio = z / b if z and b else None
+    row("ls -l remount <= 1.5 x bare LIST", ratio, f"{fmt(ratio)} x ({fmt(z)} s vs {fmt(b)} s)",
+        ratio <= 1.5 if ratio else None)
+    big, small = median("append_256m", "zosfs"), median("append_1k", "zosfs")
+    ratio = big / small if big and small else None
+    row("append to 256 MiB file <= 3 x append to 1 KiB file, and < 50 ms", ratio,
+        f"{fmt(big)} ms vs {fmt(small)} ms ({fmt(ratio)} x)", (ratio <= 3 and big < 50) if ratio and big else None)
+    peak = results["contenders"].get("zosfs", {}).get("peak_rss")
+    budget = results.get("zosfs_cache_budget")
+    row("zosfs peak RSS within its budget (cache_size)", peak,
+        f"{fmt(peak / MiB) if peak else '-'} MiB, cache_size {fmt(budget / MiB) if budget else '?'} MiB",
+        peak <= budget if peak and budget else None)
+    return rows
+
+
+def markdown(results: dict[str, Any]) -> str:
+    names = [n for n in ("zosfs", "s3fs", "rclone", "boto3") if n in results["contenders"]]
+    others = [n for n in names if n != "zosfs"]
+    m = results["machine"]
+    lines = [
+        f"# zosfs benchmark, {results['started']}",
+        "",
+        f"`{results['command']}` took {results['wall_seconds'] / 60:.1f} min"
+        + (" (**--quick**: one run each, small sizes; not comparable)" if results["quick"] else "") + ".",
+        "",
+        "Machine: "
+        f"{m['cpu_model']} x {m['cpus']} CPUs, {m['ram_gib']} GiB RAM, Linux {m['kernel']}, Debian {m['debian']}; "
+        f"Ceph {m['ceph']} (local RGW, one bluestore OSD on a file, on the same machine); Python {m['python']}; "
+        + "; ".join(f"{name} {results['contenders'][name]['version']}" for name in names)
+        + f". Load average {results['load_before']} before, {results['load_after']} after.",
+        "",
+        "Each cell: median [min–max] (n = values measured). Ratio columns: zosfs's median divided by the "
+        "other's, in the row's unit (MiB/s, files/s, reads/s: higher is better; s, ms: lower is better).",
+        "",
+    ]
+    head = ["workload", "unit", *names, *(f"zosfs ÷ {n}" for n in others)]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    for metric in results["metrics"]:
+        better = "↑" if metric["higher_is_better"] else "↓"
+        cells = [metric["title"], f"{metric['unit']} {better}"]
+        cells += [cell(metric["contenders"].get(n)) for n in names]
+        cells += [fmt(metric["zosfs_ratio"].get(n)) if metric["zosfs_ratio"].get(n) else "-" for n in others]
+        lines.append("| " + " | ".join(cells) + " |")
+    fs_names = [n for n in names if n != "boto3"]
+    if results["rss"] and fs_names:
+        lines += ["", "Peak RSS of each daemon (MiB, VmHWM), by workload:", ""]
+        lines.append("| workload | " + " | ".join(fs_names) + " |")
+        lines.append("|---|" + "---|" * len(fs_names))
+        for workload, peaks in results["rss"].items():
+            lines.append(f"| {workload} | " + " | ".join(
+                fmt(peaks[n] / MiB) if n in peaks else "-" for n in fs_names) + " |")
+        lines.append("| **all** | " + " | ".join(
+            fmt(results["contenders"][n]["peak_rss"] / MiB) if results["contenders"][n].get("peak_rss") else "-"
+            for n in fs_names) + " |")
+    if "zosfs" in names:
+        lines += ["", "Targets (issue 8):", "", "| target | measured | |", "|---|---|---|"]
+        lines += [f"| {t} | {v} | {ok} |" for t, v, ok in targets(results)]
+    zosfs_notes = zosfs_details(results)
+    if zosfs_notes:
+        lines += ["", "zosfs request counts (from `zosfs stats --json`, last run):", ""]
+        lines += [f"- {line}" for line in zosfs_notes]
+    lines += ["", "Contenders:", ""]
+    lines += [f"- **{n}** {results['contenders'][n]['version']}: {results['contenders'][n]['notes']}" for n in names]
+    lines += ["", "Method:", ""]
+    lines += [f"- {line}" for line in results["method"]]
+    if results.get("skipped"):
+        lines += ["", "Repeat runs the time budget left out: " + skipped(results["skipped"]) + "."]
+    if results["problems"]:
+        lines += ["", "Problems noticed:", ""]
+        lines += [f"- {p}" for p in results["problems"][:60]]
+        if len(results["problems"]) > 60:
+            lines.append(f"- ... {len(results['problems']) - 60} more in results.json")
+    return "\n".join(lines) + "\n"
+
+
+def skipped(entries: list[dict[str, Any]]) -> str:
+    """"run 3 of seq_write (rclone), ls (zosfs, s3fs); ..." from the skipped repeat runs."""
+    by_run: dict[int, dict[str, list[str]]] = {}
+    for e in entries:
+        by_run.setdefault(e["run"], {}).setdefault(e["workload"], []).append(e["contender"])
+    return "; ".join(f"run {run} of " + ", ".join(f"{wl} ({', '.join(who)})" for wl, who in workloads.items())
+                     for run, workloads in sorted(by_run.items()))
+
+
+def zosfs_details(results: dict[str, Any]) -> list[str]:
+    """One line per metric: what zosfs asked the server for (last run), and warm-read GETs."""
+    out = []
+    for metric in results["metrics"]:
+        entry = metric["contenders"].get("zosfs")
+        if not entry or not entry.get("extras"):
+            continue
+        extra = entry["extras"][-1]
+        parts = []
+        if extra.get("requests"):
+            parts.append(", ".join(f"{op} {n}" for op, n in sorted(extra["requests"].items())))
+        if extra.get("get_requests") is not None:
+            parts.append(f"GETs during the measured reads: {[e.get('get_requests') for e in entry['extras']]}, "
+                         f"bytes: {[e.get('get_bytes') for e in entry['extras']]}")
+        if parts:
+            out.append(f"{metric['name']}: " + "; ".join(parts))
+    return out
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Bars of throughput (MiB/s, median with min-max whiskers) per contender, one panel per data workload."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in results["metrics"] if m["throughput"]]
+    names = [n for n in ("zosfs", "s3fs", "rclone", "boto3") if n in results["contenders"]]
+    colors = {"zosfs": "#1f77b4", "s3fs": "#ff7f0e", "rclone": "#2ca02c", "boto3": "#7f7f7f"}
+    if not metrics:
+        return
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 4.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        xs, heights, lows, highs, cols, labels = [], [], [], [], [], []
+        for i, name in enumerate(names):
+            entry = metric["contenders"].get(name)
+            s = entry.get("summary") if entry else None
+            if not s:
+                continue
+            xs.append(i)
+            heights.append(s["median"])
+            lows.append(s["median"] - s["min"])
+            highs.append(s["max"] - s["median"])
+            cols.append(colors[name])
+            labels.append(name)
+        ax.bar(xs, heights, color=cols, yerr=[lows, highs], capsize=3)
+        ax.set_xticks(xs, labels, rotation=30)
+        for x, h, up in zip(xs, heights, highs):
+            ax.annotate(fmt(h), (x, h + up), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
+                        fontsize=8)
+        ax.margins(y=0.12)
+        ax.set_title(metric["title"], fontsize=8, wrap=True)
+        ax.set_ylabel("MiB/s")
+    fig.suptitle(f"zosfs benchmark {results['started']} ({results['machine']['cpus']} CPUs, local Ceph RGW)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(results: dict[str, Any], folder: Path, latest: Path | None) -> None:
+    """Write results.json, results.md, throughput.png to `folder` and copy the table to `latest`, if given."""
+    folder.mkdir(parents=True, exist_ok=True)
+    build(results)
+    (folder / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    text = markdown(results)
+    (folder / "results.md").write_text(text)
+    try:
+        plot(results, folder / "throughput.png")
+    except Exception as error:  # the table and JSON matter more than the picture
+        results["problems"].append(f"plot failed: {error}")
+    if latest is not None:
+        shutil.copyfile(folder / "results.md", latest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tests.bench.report FOLDER`: render results.md and throughput.png again from results.json."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m tests.bench.report", description=main.__doc__)
+    p.add_argument("folder", type=Path)
+    args = p.parse_args(argv)
+    results = json.loads((args.folder / "results.json").read_text())
+    (args.folder / "results.md").write_text(markdown(build(results)))
+    plot(results, args.folder / "throughput.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Durability on a real mount: what close() and fsync() promise when the
+server fails, and where the data is when it cannot be stored.
+
+The daemon talks to the RGW through the fault proxy; a rule that answers
+every upload with 503 (or resets every connection) is "the server is down".
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.faultproxy import FaultProxy, Rule
+from tests.support.mount import ZosfsMount
+from tests.support.rgw import LocalRGW
+
+MiB = 1024 * 1024
+SMALL = {"append_chunk": "1M", "part_size": "5M", "rewrite_threshold": "10M", "multipart_threshold": "24M"}
+UPLOADS = {"AppendObject", "PutObject", "UploadPart", "UploadPartCopy", "CreateMultipartUpload", "CompleteMultipartUpload"}
+
+
+@pytest.fixture
+def proxy(rgw: LocalRGW) -> Iterator[FaultProxy]:
+    """Ask for it after `bucket` and before `make_mount`: mounts go first."""
+    with FaultProxy(rgw.endpoint) as p:
+        yield p
+
+
+def pattern(size: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def get(s3: Any, bucket: str, key: str) -> bytes:
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def exists(s3: Any, bucket: str, key: str) -> bool:
+    return s3.list_objects_v2(Bucket=bucket, Prefix=key).get("KeyCount", 0) > 0
+
+
+def mount_stats(m: ZosfsMount) -> dict[str, Any]:
+    return json.loads(os.getxattr(m.path, "user.zosfs.stats"))
+
+
+def kept_files(log: str, key: str) -> list[tuple[str, str]]:
+    """(data file, journal) pairs the log names for a key that was not uploaded."""
+    return re.findall(rf"the data of '{re.escape(key)}' could not be uploaded .*?; it is kept in (\S+) \(journal (\S+)\)", log)
+
+
+def still_serving(m: ZosfsMount) -> None:
+    """The daemon is up and the mount answers (what needs no request)."""
+    assert m.process is not None and m.process.poll() is None
+    os.stat(m.path)
+    os.statvfs(m.path)
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 15.0) -> None:
+    """Wait for what happens after close() returns: the kernel sends the
+    release (the last upload attempt, then the staging decision) on its own."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_fsync_fails_while_the_server_is_down_and_succeeds_after(bucket: str, s3, proxy: FaultProxy, make_mount) -> None:
+    m = make_mount(bucket, endpoint=proxy.endpoint, options=SMALL)
+    first, second = pattern(2 * MiB + 1, 1), pattern(3 * MiB, 2)
+    with open(m.path / "f", "w+b", buffering=0) as f:
+        f.write(first)
+        os.fsync(f.fileno())
+        assert get(s3, bucket, "f") == first
+        down = proxy.add_rule(Rule(op=UPLOADS, status=503))
+        f.write(second)
+        with pytest.raises(OSError) as info:
+            os.fsync(f.fileno())
+        assert info.value.errno == errno.EIO
+        still_serving(m)
+        assert get(s3, bucket, "f") == first  # what the first fsync stored is intact
+        f.seek(0)
+        assert f.read() == first + second  # and nothing written is lost locally
+        proxy.remove_rule(down)
+        os.fsync(f.fileno())
+        assert get(s3, bucket, "f") == first + second
+        f.write(b"tail")
+    assert get(s3, bucket, "f") == first + second + b"tail"
+    assert mount_stats(m)["staging_reserved"] == 0
+
+
+def test_close_fails_and_the_data_is_kept_in_staging(bucket: str, s3, proxy: FaultProxy, make_mount) -> None:
+    m = make_mount(bucket, endpoint=proxy.endpoint, options=SMALL)
+    data = pattern(3 * MiB + 7, 3)
+    down = proxy.add_rule(Rule(op=UPLOADS, status=503))
+    f = open(m.path / "lost", "wb", buffering=0)
+    f.write(data)
+    with pytest.raises(OSError) as info:
+        f.close()
+    assert info.value.errno == errno.EIO
+    still_serving(m)
+    assert not exists(s3, bucket, "lost")
+    wait_for(lambda: kept_files(m.log_text(), "lost"))
+    kept = kept_files(m.log_text(), "lost")
+    assert len(kept) == 1, m.log_text()[-3000:]
+    data_file, journal = kept[0]
+    with open(data_file, "rb") as staged:
+        assert staged.read() == data
+    with open(journal) as j:
+        record = json.load(j)
+    assert record["key"] == "lost" and record["state"] == "failed"
+    assert mount_stats(m)["staging_reserved"] == 0  # kept on disk, but not held against the budget
+
+    proxy.remove_rule(down)
+    with open(m.path / "lost", "wb") as f:  # the user's retry: write it again
+        f.write(data)
+    assert get(s3, bucket, "lost") == data
+
+
+def test_a_failed_rebuild_leaves_the_object_as_it_was(bucket: str, s3, proxy: FaultProxy, make_mount) -> None:
+    """A change that cannot be completed never replaces the object: neither
+    a multipart rebuild nor a PUT leaves a partial version, and the failed
+    multipart upload is aborted."""
+    big, small = pattern(30 * MiB, 4), pattern(3 * MiB, 5)
+    s3.put_object(Bucket=bucket, Key="big", Body=big)
+    s3.put_object(Bucket=bucket, Key="small", Body=small)
+    m = make_mount(bucket, endpoint=proxy.endpoint, options=SMALL)
+    proxy.add_rule(Rule(op={"CompleteMultipartUpload", "PutObject"}, status=503))
+    for name in ("big", "small"):
+        with pytest.raises(OSError) as info:
+            with open(m.path / name, "r+b", buffering=0) as f:
+                os.pwrite(f.fileno(), b"X" * MiB, 2 * MiB)
+        assert info.value.errno == errno.EIO
+    wait_for(lambda: kept_files(m.log_text(), "big") and kept_files(m.log_text(), "small"))
+    assert get(s3, bucket, "big") == big
+    assert get(s3, bucket, "small") == small
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    still_serving(m)
+
+
+def test_a_failing_upload_in_the_middle_of_a_large_write(bucket: str, s3, proxy: FaultProxy, make_mount) -> None:
+    """Parts fail while a file grows past multipart_threshold; the server
+    comes back; fsync then stores everything."""
+    m = make_mount(bucket, endpoint=proxy.endpoint, options=SMALL)
+    data = pattern(40 * MiB, 6)
+    with open(m.path / "big", "wb", buffering=0) as f:
+        f.write(data[: 8 * MiB])
+        os.fsync(f.fileno())
+        down = proxy.add_rule(Rule(op=UPLOADS, status=503))
+        for start in range(8 * MiB, len(data), MiB):
+            f.write(data[start : start + MiB])
+        with pytest.raises(OSError):
+            os.fsync(f.fileno())
+        assert get(s3, bucket, "big") == data[: 8 * MiB]
+        proxy.remove_rule(down)
+        os.fsync(f.fileno())
+        assert get(s3, bucket, "big") == data
+    assert get(s3, bucket, "big") == data
+
+
+def test_server_unreachable_then_back(bucket: str, s3, proxy: FaultProxy, make_mount) -> None:
+    """Every connection reset, as if the server were stopped: fsync fails,
+    the mount stays up, and works again once the server is back."""
+    m = make_mount(bucket, endpoint=proxy.endpoint, options={**SMALL, "connect_timeout": "2", "read_timeout": "5"})
+    (m.path / "before").write_bytes(b"stored")
+    with open(m.path / "f", "wb", buffering=0) as f:
+        f.write(b"first")
+        os.fsync(f.fileno())
+        down = proxy.add_rule(Rule(reset_before=True))
+        f.write(pattern(MiB, 7))
+        with pytest.raises(OSError) as info:
+            os.fsync(f.fileno())
+        assert info.value.errno == errno.EIO
+        still_serving(m)
+        proxy.remove_rule(down)
+        os.fsync(f.fileno())
+    assert get(s3, bucket, "f") == b"first" + pattern(MiB, 7)
+    assert (m.path / "before").read_bytes() == b"stored"
+
+
+def test_transient_failures_are_retried_invisibly(bucket: str, s3, proxy: FaultProxy, make_mount) -> None:
+    m = make_mount(bucket, endpoint=proxy.endpoint, options=SMALL)
+    blips = proxy.add_rule(Rule(op=UPLOADS, status=503, every=3, times=6))
+    lost_answer = proxy.add_rule(Rule(op="AppendObject", reset_after=True, times=1))
+    data = pattern(12 * MiB + 5, 8)
+    with open(m.path / "f", "wb", buffering=0) as f:
+        for start in range(0, len(data), MiB):
+            f.write(data[start : start + MiB])
+    assert blips.fired >= 1 and lost_answer.fired == 1
+    assert get(s3, bucket, "f") == data  # nothing appended twice, nothing skipped
+
+
+def test_data_of_a_killed_daemon_is_found_by_the_next_mount(bucket: str, s3, proxy: FaultProxy, tmp_path, make_mount) -> None:
+    staging = tmp_path / "staging"
+    options = {**SMALL, "staging_dir": str(staging)}
+    m = make_mount(bucket, endpoint=proxy.endpoint, options=options, check_log=False)
+    data = pattern(2 * MiB, 9)
+    proxy.add_rule(Rule(op=UPLOADS, stall=True))  # nothing gets out
+    f = open(m.path / "unsaved", "wb", buffering=0)
+    f.write(data)
+    m.signal(signal.SIGKILL)
+    assert m.process is not None
+    m.process.wait(10)
+    try:
+        f.close()
+    except OSError:
+        pass
+    m.kill()  # clean up the dead mount point
+    proxy.clear_rules()
+    m2 = make_mount(bucket, endpoint=proxy.endpoint, options=options)  # (same endpoint: same staging)
+    log = m2.log_text()
+    found = re.findall(r"data of 'unsaved' from an earlier run that was not uploaded is in (\S+)", log)
+    assert len(found) == 1, log[-2000:]
+    with open(found[0], "rb") as staged:
+        assert staged.read() == data
+
+
+def test_a_writer_waiting_for_the_budget_resumes_when_the_server_returns(bucket: str, s3, proxy: FaultProxy, make_mount) -> None:
+    """The staging budget is full and the uploads that would free it fail:
+    the writer waits (it is not failed, and nothing is lost), and goes on
+    once the server is back."""
+    m = make_mount(bucket, endpoint=proxy.endpoint, options={**SMALL, "staging_size": "4M"})
+    down = proxy.add_rule(Rule(op=UPLOADS, status=503))
+    timer = threading.Timer(3.0, proxy.remove_rule, args=(down,))
+    timer.start()
+    data = pattern(12 * MiB, 10)
+    started = time.monotonic()
+    try:
+        with open(m.path / "f", "wb", buffering=0) as f:
+            for start in range(0, len(data), MiB):
+                f.write(data[start : start + MiB])
+    finally:
+        timer.join()
+    assert time.monotonic() - started >= 2.5  # it did wait
+    assert get(s3, bucket, "f") == data
+    assert mount_stats(m)["staging_reserved"] == 0
