@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import trio
 
 MAX_HEAD = 64 * 1024
+QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 IDLE_LIMIT = 30.0  # seconds; servers drop idle connections after a minute or so
 
 
@@ -68,6 +69,7 @@ class Connection:
         self.sock = sock
         self.tls = tls
         self.buffer = bytearray()  # bytes received beyond the last response
+        self.scratch = bytearray(MAX_HEAD)  # receive buffer for heads and chunk lines
         self.last_used = time.monotonic()
         self.reused = False
 
@@ -117,6 +119,17 @@ class Connection:
             view[: len(data)] = data
             return len(data)
         return await self.sock.recv_into(view)
+
+    def quick_ack(self) -> None:
+        """ACK the answer's segments at once. Servers (RGW among them) send a
+        response's head and body in separate writes; with Nagle on their side
+        and delayed ACKs on ours, a small body waits 40 ms for our ACK. Linux
+        clears this flag by itself, so it is set before every answer."""
+        if self.tls is None and QUICKACK is not None:
+            try:
+                self.sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
+            except OSError:
+                pass
 
     def close(self) -> None:
         self.sock.close()
@@ -238,6 +251,7 @@ class HttpPool:
                 await conn.send_file(body)
             elif body is not None and length:
                 await conn.send(body)
+        conn.quick_ack()
         with trio.fail_after(self.read_timeout):
             status, reason, resp_headers = await self._read_head(conn)
         if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
@@ -260,7 +274,7 @@ class HttpPool:
         conn.buffer += view[:n]
 
     async def _read_head(self, conn: Connection) -> tuple[int, str, dict[str, str]]:
-        scratch = bytearray(MAX_HEAD)
+        scratch = conn.scratch
         while True:
             end = conn.buffer.find(b"\r\n\r\n")
             if end >= 0:
@@ -310,7 +324,7 @@ class HttpPool:
         return into if len(into) == length else view
 
     async def _read_chunked(self, conn: Connection) -> bytearray:
-        scratch = bytearray(MAX_HEAD)
+        scratch = conn.scratch
         out = bytearray()
         while True:
             while (eol := conn.buffer.find(b"\r\n")) < 0:
