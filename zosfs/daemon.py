@@ -320,10 +320,13 @@ class Mount:
                     ns.nursery = reads.nursery = writes.nursery = nursery
                     nursery.start_soon(self._announce, on_ready)
                     nursery.start_soon(self._signals, writes)
+                    nursery.start_soon(ns.deletes.run)
                     await pyfuse3.main()
                     unmounted_by_kernel = not self.stopping
+                    failed = await writes.flush_all(trio.current_time() + opts.flush_timeout)
+                    with trio.move_on_after(opts.flush_timeout):
+                        await ns.deletes.settle()  # queued deletes reach the server before exit
                     nursery.cancel_scope.cancel()
-                failed = await writes.flush_all(trio.current_time() + opts.flush_timeout)
                 if failed:
                     log.error("%d file(s) could not be uploaded before unmount; their data is in %s",
                               len(failed), staging.directory)

@@ -27,7 +27,7 @@ from zosfs.fserror import FsError
 from zosfs.namespace import names
 from zosfs.namespace.inodes import Inode
 from zosfs.namespace.listing import Listing
-from zosfs.namespace.tree import PREFETCH_WINDOW, Namespace
+from zosfs.namespace.tree import Namespace
 from zosfs.options import Options
 from zosfs.xattrs import Xattrs
 from zosfs.zos import ZosError
@@ -85,7 +85,6 @@ class DirHandle:
     inode: Inode
     listing: Listing
     names: list[str]
-    prefetched: int = 0
 
 
 class Operations(pyfuse3.Operations):
@@ -129,7 +128,9 @@ class Operations(pyfuse3.Operations):
         e.st_ino = inode.ino
         e.generation = 0
         e.entry_timeout = self.opts.entry_timeout
-        e.attr_timeout = self.opts.attr_timeout
+        # Attributes guessed from a listing must not be cached by the kernel:
+        # the first stat() comes here and fetches the real ones.
+        e.attr_timeout = self.opts.attr_timeout if inode.meta_known else 0
         e.st_mode = a.mode
         e.st_nlink = 1  # "unknown" for directories too: keeps find from guessing
         e.st_uid = a.uid
@@ -236,7 +237,7 @@ class Operations(pyfuse3.Operations):
         self._check_fault("mknod")
         if not stat.S_ISREG(mode):
             raise FsError(errno.EPERM, "only regular files, directories and symlinks can be stored as objects")
-        inode = self.ns.create_file(self.ns.get(parent_ino), names.from_fuse(name), mode & ~ctx.umask, ctx.uid, ctx.gid)
+        inode = await self.ns.create_file(self.ns.get(parent_ino), names.from_fuse(name), mode & ~ctx.umask, ctx.uid, ctx.gid)
         self.writes.writer(inode)
         await self.writes.release(inode)  # uploads the empty object
         inode.lookups += 1
@@ -340,7 +341,7 @@ class Operations(pyfuse3.Operations):
     async def create(
         self, parent_ino: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        inode = self.ns.create_file(self.ns.get(parent_ino), names.from_fuse(name), mode & ~ctx.umask, ctx.uid, ctx.gid)
+        inode = await self.ns.create_file(self.ns.get(parent_ino), names.from_fuse(name), mode & ~ctx.umask, ctx.uid, ctx.gid)
         self.writes.writer(inode)
         inode.lookups += 1
         return self._open_handle(inode, True), self.entry(inode)
@@ -409,10 +410,6 @@ class Operations(pyfuse3.Operations):
         dh = self.dirs[fh]
         i = start_id
         while i < len(dh.names):
-            if i >= dh.prefetched - PREFETCH_WINDOW // 2:
-                upto = i + PREFETCH_WINDOW
-                self.ns.prefetch(dh.inode, [dh.listing.entries[n] for n in dh.names[dh.prefetched:upto] if n in dh.listing.entries])
-                dh.prefetched = max(dh.prefetched, upto)
             name = dh.names[i]
             entry = dh.listing.entries.get(name)
             if entry is None:  # removed since the listing was taken

@@ -679,13 +679,23 @@ def test_an_unlinked_file_open_for_writing_keeps_its_content(bucket: str, s3, ma
     with open(m.path / "old", "r+b", buffering=0) as f:
         os.pwrite(f.fileno(), b"mine", 0)
         os.unlink(m.path / "old")
-        assert not exists_key(s3, bucket, "old")
+        assert not (m.path / "old").exists()
+        assert wait_until(lambda: not exists_key(s3, bucket, "old"))  # deletes are batched
         assert os.pread(f.fileno(), 4, 0) == b"mine"
         assert os.pread(f.fileno(), 100, 11 * MiB) == old[11 * MiB : 11 * MiB + 100]
         os.ftruncate(f.fileno(), MiB)
     assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
     assert wait_staging_empty(m)["staging_reserved"] == 0
     assert staging_files(m) == []
+
+
+def wait_until(predicate: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def exists_key(s3: Any, bucket: str, key: str) -> bool:

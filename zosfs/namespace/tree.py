@@ -18,6 +18,7 @@ contradicts itself; other writers become visible when the caches expire.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import logging
 import stat
@@ -30,6 +31,7 @@ import trio
 
 from zosfs.fserror import FsError
 from zosfs.namespace import names
+from zosfs.namespace.deletes import DeleteQueue
 from zosfs.namespace.inodes import ROOT_INO, Inode, InodeTable
 from zosfs.namespace.listing import Entry, Listing, SkipLog
 from zosfs.namespace.metacache import CachedMeta, MetaCache
@@ -40,7 +42,8 @@ from zosfs.zos import Acl, Grant, ObjectInfo, WriteOptions, ZosClient, ZosError,
 log = logging.getLogger(__name__)
 
 DIR_CONTENT_TYPE = "application/x-directory"
-PREFETCH_WINDOW = 256  # entries ahead of a reader of a listing whose metadata is fetched
+PREFETCH_WINDOW = 256
+SMALL_DIR = 1000  # entries: one LIST page  # entries ahead of a reader of a listing whose metadata is fetched
 RENAME_CONCURRENCY = 16
 
 
@@ -63,6 +66,7 @@ class Namespace:
         self.defaults = Defaults(opts.uid, opts.gid, opts.umask)
         start = now_ns()
         self.table = InodeTable(root_prefix, Attrs(self.defaults.dir_mode, opts.uid, opts.gid, start, start))
+        self.table.root.meta_known = True
         self.metacache = metacache
         self.listings: cachetools.TTLCache[int, Listing] = cachetools.TTLCache(4096, max(opts.dir_cache_ttl, 1e-9))
         self.negative: cachetools.TTLCache[tuple[int, str], bool] = cachetools.TTLCache(
@@ -73,6 +77,13 @@ class Namespace:
         )
         self.skipped = SkipLog()
         self._heads: dict[str, _PendingHead] = {}
+        self._listing_now: dict[int, trio.Event] = {}
+        self.deletes = DeleteQueue(zos)  # the daemon runs its sender
+        # Entries of directories at their last listing: small ones are listed
+        # again rather than probed name by name once their listing expires.
+        self.dir_sizes: cachetools.LRUCache[int, int] = cachetools.LRUCache(65536)
+        self.prefetched_upto: cachetools.LRUCache[int, int] = cachetools.LRUCache(4096)  # dir -> listing index
+        self.changed_at: cachetools.LRUCache[int, float] = cachetools.LRUCache(65536)  # ino -> when this mount last changed it
         self._prefetch_slots = trio.Semaphore(max(4, opts.max_requests))
         self.nursery: trio.Nursery | None = None  # set by the daemon; runs prefetches
         self.object_lock = False  # the bucket has object lock (set by the daemon from the probe)
@@ -141,6 +152,7 @@ class Namespace:
             # this mount did not create): ask the server before the next open
             # reads it, so that no cached data of the old version is reused.
             inode.fresh_until = 0.0
+        self.changed_at[inode.ino] = time.monotonic()
         listing = self.listings.get(inode.parent)
         if listing is not None and not inode.gone and inode.name in listing.entries:
             listing.put(Entry(inode.name, inode.is_dir, inode.size, inode.etag, inode.last_modified, inode.storage_class))
@@ -185,9 +197,13 @@ class Namespace:
         inode = self.table.child(parent.ino, name)
         if inode is not None and not inode.gone and inode.fresh():
             return inode
-        if (parent.ino, name) in self.negative:
+        if (parent.ino, name) in self.negative or base in self.deletes:
             raise FsError(errno.ENOENT)
         listing = self.listings.get(parent.ino)
+        if listing is None and self.dir_sizes.get(parent.ino, SMALL_DIR + 1) <= SMALL_DIR:
+            # One LIST of a small directory answers this and the next names
+            # (cp -r, tar x: many new names) for less than a HEAD and a LIST each.
+            listing = await self.listing(parent)
         if listing is not None:
             entry = listing.entries.get(name)
             if entry is None:
@@ -245,8 +261,17 @@ class Namespace:
             return None, None
         return Entry(name, False, info.size, info.etag, info.last_modified, info.storage_class), info
 
-    async def _materialize(self, parent: Inode, entry: Entry, known: Inode | None, info: ObjectInfo | None = None) -> Inode:
-        """An inode for a listed (or probed) name, with its attributes loaded."""
+    async def _materialize(
+        self, parent: Inode, entry: Entry, known: Inode | None, info: ObjectInfo | None = None, *, lazy: bool = False
+    ) -> Inode:
+        """An inode for a listed (or probed) name, with its attributes loaded.
+
+        `lazy` (readdir): if the metadata is not known yet, the inode gets
+        attributes guessed from the listing (`meta_known` False) and no HEAD
+        is sent; the kernel is told not to cache them, so the first stat()
+        asks `getattr`, which fetches them (and the neighbours' in advance).
+        `find`, `rm -r` and `du --apparent-size -s`-like walks of d_type then
+        cost LISTs only."""
         base = self.table.prefix(parent) + entry.name
         if entry.is_dir:
             inode = known if known is not None and known.is_dir and not known.gone else None
@@ -255,6 +280,10 @@ class Namespace:
                 inode.attrs = Attrs(self.defaults.dir_mode, self.defaults.uid, self.defaults.gid,
                                     self.table.root.attrs.mtime_ns, self.table.root.attrs.mtime_ns)
             if not inode.fresh():
+                if lazy and base + "/" not in self.dir_meta and not self.opts.no_metadata:
+                    inode.meta_known = False
+                    return inode
+                self._prefetch_siblings(parent, entry.name)
                 await self._load_dir(inode, base + "/")
             return inode
         if known is not None and not known.is_dir and not known.gone:
@@ -268,7 +297,10 @@ class Namespace:
             cached = CachedMeta({}, None, False)
         elif info is None:
             cached = self.metacache.get(base, entry.etag)
+            if cached is None and lazy:
+                return self._provisional(parent, entry, known)
             if cached is None:
+                self._prefetch_siblings(parent, entry.name)
                 info = await self.head(base)
                 if info is None:
                     self._vanished(parent, entry.name)
@@ -286,6 +318,33 @@ class Namespace:
             inode.attrs = attrs
         return inode
 
+    def _provisional(self, parent: Inode, entry: Entry, known: Inode | None) -> Inode:
+        """A file's inode with attributes guessed from its listing entry
+        (mount defaults, LastModified): the real ones come with the first
+        getattr. A symlink not yet known to be one shows as a file until then."""
+        inode = known
+        if inode is None or inode.gone or inode.is_dir or inode.etag != entry.etag:
+            inode = self.table.add(parent, entry.name, self.decode({}, False, entry.last_modified))
+        inode.size, inode.etag, inode.remote = entry.size, entry.etag, True
+        inode.last_modified, inode.storage_class = entry.last_modified, entry.storage_class
+        inode.meta_known = False
+        inode.fresh_until = 0.0
+        return inode
+
+    def _prefetch_siblings(self, parent: Inode, name: str) -> None:
+        """Metadata is needed for `name`: fetch it for the names that follow
+        in the directory too, concurrently (ls -l stats them one by one)."""
+        listing = self.listings.get(parent.ino)
+        if listing is None or self.nursery is None:
+            return
+        i = bisect.bisect_left(listing.names, name)
+        ahead = self.prefetched_upto.get(parent.ino, -1)
+        if ahead - 2 * PREFETCH_WINDOW < i < ahead - PREFETCH_WINDOW // 2:
+            return  # the window is still well ahead of this reader
+        self.prefetched_upto[parent.ino] = i + 1 + PREFETCH_WINDOW
+        names = listing.names[i + 1 : i + 1 + PREFETCH_WINDOW]
+        self.prefetch(parent, [listing.entries[n] for n in names if n in listing.entries])
+
     async def _load_dir(self, inode: Inode, marker: str) -> None:
         """Attributes of a directory from its marker object, if it has one."""
         if self.opts.no_metadata:
@@ -301,6 +360,7 @@ class Namespace:
             inode.size = 0
         else:
             inode.remote = False
+            inode.meta_known = True  # known to have none
             inode.fresh_until = self._refresh_deadline()
 
     def _vanished(self, parent: Inode, name: str) -> None:
@@ -320,6 +380,16 @@ class Namespace:
             return inode
         if not inode.remote:
             return inode  # created here, not uploaded yet: nothing to revalidate
+        parent = self.table.get(inode.parent)
+        if not inode.meta_known and parent is not None:
+            cached = self.metacache.get(key, inode.etag)  # perhaps prefetched meanwhile
+            if cached is not None:
+                self._same_kind(inode, key, self.decode(cached.metadata, False, inode.last_modified))
+                self._apply_cached(inode, Entry(inode.name, False, inode.size, inode.etag, inode.last_modified,
+                                                inode.storage_class), cached)
+                inode.attrs = self.decode(cached.metadata, False, inode.last_modified)
+                return inode
+            self._prefetch_siblings(parent, inode.name)
         info = await self.head(key)
         if info is None:
             parent = self.table.get(inode.parent)
@@ -327,33 +397,61 @@ class Namespace:
                 self._vanished(parent, inode.name)
             self.table.detach(inode)
             raise FsError(errno.ENOENT, "the object was deleted by another client")
-        if self.decode(info.metadata, False, info.last_modified).kind != inode.attrs.kind:
-            # Another client replaced a file by a symlink or back. The kernel
-            # never changes an inode's type (it would call the inode bad), so
-            # the name gets a new inode; ESTALE makes a path lookup (stat,
-            # open) look the name up again at once and find it (not in a
-            # listing taken before the change).
-            self.listings.pop(inode.parent, None)
-            self.table.detach(inode)
-            raise FsError(errno.ESTALE, f"{key!r} changed its type on the server")
+        self._same_kind(inode, key, self.decode(info.metadata, False, info.last_modified))
         self.apply_info(inode, info)
         return inode
+
+    def _same_kind(self, inode: Inode, key: str, attrs: Attrs) -> None:
+        """The kernel never changes an inode's type (it would call the inode
+        bad). If the object is now of another kind (another client replaced a
+        file by a symlink, or a readdir guessed "file" for a symlink whose
+        metadata was not known), the name gets a new inode, and ESTALE makes
+        the kernel look the name up again at once and find it."""
+        if attrs.kind != inode.attrs.kind:
+            self.listings.pop(inode.parent, None)
+            self.table.detach(inode)
+            raise FsError(errno.ESTALE, f"{key!r} is a {_kind_name(attrs.kind)}, not a {_kind_name(inode.attrs.kind)}: looked up again")
 
     # -- listings ----------------------------------------------------------------
 
     async def listing(self, directory: Inode) -> Listing:
-        """The directory's names, from the cache or by listing it."""
-        listing = self.listings.get(directory.ino)
-        if listing is not None:
-            return listing
+        """The directory's names, from the cache or by listing it (one
+        listing at a time per directory, shared by all who ask)."""
+        while True:
+            listing = self.listings.get(directory.ino)
+            if listing is not None:
+                return listing
+            busy = self._listing_now.get(directory.ino)
+            if busy is None:
+                break
+            await busy.wait()
+            if directory.ino not in self.listings:
+                break  # it failed; try ourselves
+        self._listing_now[directory.ino] = done = trio.Event()
+        try:
+            return await self._list(directory)
+        finally:
+            del self._listing_now[directory.ino]
+            done.set()
+
+    async def _list(self, directory: Inode) -> Listing:
         prefix = self.table.prefix(directory)
         listing = Listing(prefix)
+        started = time.monotonic()
         async for page in self.zos.list_all(prefix, "/"):
             listing.add_page(page, self.skipped)
+        if self.deletes.pending:
+            for name in [n for n, e in listing.entries.items() if not e.is_dir and prefix + n in self.deletes]:
+                del listing.entries[name]  # unlinked here, its delete still queued
+        # Names this mount made that the LIST may not show yet: files not yet
+        # uploaded, and ones created or uploaded while the LIST was on its way.
         for child in self.table.children(directory):
-            if not child.remote and child.name not in listing.entries:
-                listing.entries[child.name] = Entry(child.name, child.is_dir, child.size)
+            if child.name not in listing.entries and (
+                not child.remote or child.writer is not None or self.changed_at.get(child.ino, 0.0) >= started
+            ):
+                listing.entries[child.name] = Entry(child.name, child.is_dir, child.size, child.etag)
         listing.finish()
+        self.dir_sizes[directory.ino] = len(listing.entries)
         if directory.ino != ROOT_INO:
             directory.remote = directory.remote or listing.has_marker
         self.listings[directory.ino] = listing
@@ -397,8 +495,8 @@ class Namespace:
                 self.dir_meta[key] = info
 
     async def entry_inode(self, directory: Inode, entry: Entry) -> Inode:
-        """The inode of a listed name (for readdir)."""
-        return await self._materialize(directory, entry, self.table.child(directory.ino, entry.name))
+        """The inode of a listed name (for readdir): metadata only if known."""
+        return await self._materialize(directory, entry, self.table.child(directory.ino, entry.name), lazy=True)
 
     # -- changes -------------------------------------------------------------------
 
@@ -414,6 +512,7 @@ class Namespace:
 
     def _added(self, parent: Inode, inode: Inode) -> None:
         """Tell the caches about a name this mount created or moved here."""
+        self.changed_at[inode.ino] = time.monotonic()
         self.negative.pop((parent.ino, inode.name), None)
         listing = self.listings.get(parent.ino)
         if listing is not None:
@@ -441,12 +540,14 @@ class Namespace:
         empty.has_marker = True
         empty.finish()
         self.listings[inode.ino] = empty
+        self.dir_sizes[inode.ino] = 0
         self._added(parent, inode)
         return inode
 
-    def create_file(self, parent: Inode, name: str, mode: int, uid: int, gid: int) -> Inode:
+    async def create_file(self, parent: Inode, name: str, mode: int, uid: int, gid: int) -> Inode:
         """A new, empty file that exists only here until its first upload."""
-        self._check_new(parent, name, False)
+        key = self._check_new(parent, name, False)
+        await self.deletes.settle(key)  # an earlier file of that name must be gone first
         t = now_ns()
         inode = self.table.add(parent, name, Attrs(stat.S_IFREG | stat.S_IMODE(mode), uid, gid, t, t))
         inode.meta_known = True
@@ -457,6 +558,7 @@ class Namespace:
     async def symlink(self, parent: Inode, name: str, target: str, uid: int, gid: int) -> Inode:
         """A symlink, stored as s3fs does: the target as the body, S_IFLNK in the mode."""
         key = self._check_new(parent, name, False)
+        await self.deletes.settle(key)
         t = now_ns()
         attrs = Attrs(stat.S_IFLNK | 0o777, uid, gid, t, t)
         meta = encode(attrs)
@@ -479,14 +581,19 @@ class Namespace:
 
     async def unlink(self, parent: Inode, name: str) -> Inode:
         """Delete a file or symlink. Returns the unlinked inode (which lives on
-        while open)."""
-        inode = await self.lookup(parent, name)
+        while open). The delete itself is queued and batched (see deletes.py),
+        except in object-lock buckets, where a refusal must reach the caller."""
+        inode = self.table.child(parent.ino, name)
+        if inode is None or inode.gone or not (inode.remote or inode.fresh()):
+            inode = await self.lookup(parent, name)  # (an inode from readdir needs no metadata here)
         if inode.is_dir:
             raise FsError(errno.EISDIR)
         await self.check_unlocked(inode, "delete")
         key = self.key(inode)
-        if inode.remote:
+        if inode.remote and self.object_lock:
             await self._delete(key)
+        elif inode.remote:
+            self.deletes.add(key)
         self.metacache.forget(key)
         self.table.detach(inode)
         self._removed(parent, inode, name)
@@ -501,6 +608,7 @@ class Namespace:
 
     async def rmdir(self, parent: Inode, name: str) -> None:
         inode = await self.lookup(parent, name)
+        await self.deletes.settle(prefix=self.table.prefix(inode))  # rm -r: the files first
         if not inode.is_dir:
             raise FsError(errno.ENOTDIR)
         if any(not child.remote or child.writer is not None for child in self.table.children(inode)):
@@ -524,6 +632,7 @@ class Namespace:
             raise FsError(errno.EINVAL, "RENAME_EXCHANGE is not supported: two objects cannot be swapped atomically")
         src = await self.lookup(src_parent, src_name)
         dst_base = self._child_key_base(dst_parent, dst_name)
+        await self.deletes.settle(dst_base)  # a deleted file of that name must not outlive the copy
         try:
             dst: Inode | None = await self.lookup(dst_parent, dst_name)
         except FsError as err:
@@ -568,6 +677,7 @@ class Namespace:
         return src
 
     async def _move_tree(self, src_prefix: str, dst_prefix: str) -> None:
+        await self.deletes.settle(prefix=src_prefix)  # deleted files must not move along
         objects = []
         async for page in self.zos.list_all(src_prefix, None):
             objects += page.entries
@@ -695,6 +805,10 @@ class Namespace:
             inode.etag = await self.zos.copy(key, key, opts, size=inode.size)
         inode.meta = meta
         self.remember(key, inode)
+
+
+def _kind_name(kind: int) -> str:
+    return {stat.S_IFLNK: "symlink", stat.S_IFDIR: "directory"}.get(kind, "file")
 
 
 class _PendingHead:
