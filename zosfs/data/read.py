@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import sys
+from collections.abc import Callable
 
 import cachetools
 import trio
@@ -43,6 +45,19 @@ class _Fetch:
         self.error: ZosError | None = None
 
 
+class _Blocks(cachetools.LRUCache):
+    """The LRU of blocks, handing what it evicts to a recycler."""
+
+    def __init__(self, maxsize: int, recycle: Callable[[bytes | bytearray], None]) -> None:
+        super().__init__(maxsize, getsizeof=len)
+        self._recycle = recycle
+
+    def popitem(self) -> tuple[BlockId, bytes | bytearray]:
+        key, value = super().popitem()
+        self._recycle(value)
+        return key, value
+
+
 class BlockCache:
     """Blocks of objects in memory, least recently used first out."""
 
@@ -50,11 +65,14 @@ class BlockCache:
         self.zos = zos
         self.budget = budget
         self.block_size = block_size
-        self.blocks: cachetools.LRUCache[BlockId, bytes | bytearray] = cachetools.LRUCache(budget, getsizeof=len)
-        self._inflight: dict[BlockId, _Fetch] = {}
         # Blocks being fetched at once, for all readers together: bounds the
-        # memory of in-flight GETs and shares the pipe in FIFO order.
-        self.slots = trio.Semaphore(max(2, budget // (4 * block_size)))
+        # memory of in-flight GETs and shares the pipe in FIFO order. They
+        # count against the budget too: cached plus in flight never exceed it.
+        in_flight = max(2, budget // (4 * block_size))
+        self.slots = trio.Semaphore(in_flight)
+        self.spare: list[bytearray] = []  # evicted block buffers, for the next GETs
+        self.blocks: _Blocks = _Blocks(max(block_size, budget - in_flight * block_size), self._recycle)
+        self._inflight: dict[BlockId, _Fetch] = {}
         self.hits = 0
         self.misses = 0
         self.readers = 0  # open Readers, which share the budget for their windows
@@ -134,9 +152,26 @@ class BlockCache:
         key, etag, n = bid
         start = n * self.block_size
         end = min(object_size, start + self.block_size)
-        buf = bytearray(end - start)
-        await self.zos.get(key, start, end, if_match=etag or None, into=buf)
+        buf = self.spare.pop() if end - start == self.block_size and self.spare else bytearray(end - start)
+        try:
+            await self.zos.get(key, start, end, if_match=etag or None, into=buf)
+        except BaseException:
+            self._recycle(buf)
+            raise
         self.blocks[bid] = buf
+
+    def _recycle(self, buf: bytes | bytearray) -> None:
+        """Keep an evicted full-size buffer for reuse: a fresh 4 MiB buffer
+        costs a zero-fill and a thousand page faults (half the CPU of a cold
+        read). Only if no reader still holds it (a memoryview of it in flight
+        to the kernel holds a reference), and at most a few."""
+        if (
+            isinstance(buf, bytearray)
+            and len(buf) == self.block_size
+            and sys.getrefcount(buf) <= 3  # (the caller's name, our argument, getrefcount's own)
+            and len(self.spare) < 4
+        ):
+            self.spare.append(buf)
 
     def forget(self, key: str, etag: str, nblocks: int) -> None:
         """Drop the blocks of one version of an object (it changed)."""
