@@ -31,6 +31,7 @@ import trio
 from zosfs import __version__
 from zosfs.credentials import Credentials
 from zosfs.data.read import BlockCache
+from zosfs.data.recovery import recover
 from zosfs.data.staging import Staging
 from zosfs.data.write import WritePath
 from zosfs.fuse_ops import Operations
@@ -291,9 +292,8 @@ class Mount:
             state = self._state_name()
             metacache = MetaCache(os.path.join(opts.cache_dir, "meta", state + ".sqlite"))
             staging = Staging(os.path.join(opts.staging_dir, state), opts.staging_size)
-            for left in staging.leftovers():
-                log.warning("data of %r from an earlier run that was not uploaded is in %s (journal %s)",
-                            left.get("key"), left["path"], left["journal"])
+            if staging.exclusive:
+                await recover(zos, staging)  # what a daemon that stopped left behind
             ns = Namespace(zos, opts, self.source.prefix, metacache)
             ns.object_lock = caps.object_lock
             reads = BlockCache(zos, opts.cache_size, opts.block_size)

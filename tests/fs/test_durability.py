@@ -216,11 +216,40 @@ def test_data_of_a_killed_daemon_is_found_by_the_next_mount(bucket: str, s3, pro
     m.kill()  # clean up the dead mount point
     proxy.clear_rules()
     m2 = make_mount(bucket, endpoint=proxy.endpoint, options=options)  # (same endpoint: same staging)
-    log = m2.log_text()
-    found = re.findall(r"data of 'unsaved' from an earlier run that was not uploaded is in (\S+)", log)
-    assert len(found) == 1, log[-2000:]
-    with open(found[0], "rb") as staged:
-        assert staged.read() == data
+    # A new file's data (all of it is in staging) is uploaded by the next mount.
+    assert "recovered 'unsaved'" in m2.log_text()
+    assert s3.get_object(Bucket=bucket, Key="unsaved")["Body"].read() == data
+    assert (m2.path / "unsaved").read_bytes() == data
+    assert not [p for p in staging.rglob("*.data")]
+
+
+def test_a_killed_daemons_change_to_an_existing_object_goes_to_the_recovery_folder(
+    bucket: str, s3, proxy: FaultProxy, tmp_path, make_mount
+) -> None:
+    """Staging holds only the changed bytes of an existing object: recovery
+    must not guess, so it keeps them, says where, and leaves the object alone."""
+    staging = tmp_path / "staging"
+    options = {**SMALL, "staging_dir": str(staging)}
+    original = pattern(3 * MiB, 4)
+    s3.put_object(Bucket=bucket, Key="existing", Body=original)
+    m = make_mount(bucket, endpoint=proxy.endpoint, options=options, check_log=False)
+    proxy.add_rule(Rule(op=UPLOADS, stall=True))
+    f = open(m.path / "existing", "r+b", buffering=0)
+    os.pwrite(f.fileno(), b"CHANGED", 1000)
+    m.signal(signal.SIGKILL)
+    m.process.wait(10)
+    try:
+        f.close()
+    except OSError:
+        pass
+    m.kill()
+    proxy.clear_rules()
+    m2 = make_mount(bucket, endpoint=proxy.endpoint, options=options)
+    kept = re.findall(r"data of 'existing' left by a daemon that stopped was not uploaded \(.*?\); it is in (\S+)", m2.log_text())
+    assert kept and kept[0].startswith(str(staging / "recovery")), m2.log_text()[-2000:]
+    with open(kept[0], "rb") as staged:
+        assert staged.read()[1000:1007] == b"CHANGED"
+    assert s3.get_object(Bucket=bucket, Key="existing")["Body"].read() == original
 
 
 def test_a_writer_waiting_for_the_budget_resumes_when_the_server_returns(bucket: str, s3, proxy: FaultProxy, make_mount) -> None:
@@ -242,3 +271,29 @@ def test_a_writer_waiting_for_the_budget_resumes_when_the_server_returns(bucket:
     assert time.monotonic() - started >= 2.5  # it did wait
     assert get(s3, bucket, "f") == data
     assert mount_stats(m)["staging_reserved"] == 0
+
+
+def test_a_killed_daemons_multipart_upload_is_aborted_by_the_next_mount(
+    bucket: str, s3, proxy: FaultProxy, tmp_path, make_mount
+) -> None:
+    staging = tmp_path / "staging"
+    options = {**SMALL, "staging_dir": str(staging)}
+    s3.put_object(Bucket=bucket, Key="big", Body=pattern(12 * MiB, 5))
+    m = make_mount(bucket, endpoint=proxy.endpoint, options=options, check_log=False)
+    proxy.add_rule(Rule(op={"UploadPart", "UploadPartCopy", "CompleteMultipartUpload"}, stall=True))
+    f = open(m.path / "big", "r+b", buffering=0)
+    f.write(pattern(20 * MiB, 6))  # a rewrite past rewrite_threshold: parts go out while it is written
+    deadline = time.monotonic() + 10
+    while not s3.list_multipart_uploads(Bucket=bucket).get("Uploads") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads"), "no multipart upload was started"
+    m.signal(signal.SIGKILL)
+    m.process.wait(10)
+    try:
+        f.close()
+    except OSError:
+        pass
+    m.kill()
+    proxy.clear_rules()
+    make_mount(bucket, endpoint=proxy.endpoint, options=options)
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")

@@ -91,7 +91,7 @@ def wait_staging_empty(m: ZosfsMount, timeout: float = 10.0) -> dict[str, Any]:
 def staging_files(m: ZosfsMount) -> list[str]:
     found = []
     for root, _, files in os.walk(m.cache_dir / "staging"):
-        found += [os.path.join(root, f) for f in files]
+        found += [os.path.join(root, f) for f in files if f != "lock"]
     return found
 
 

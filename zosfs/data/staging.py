@@ -12,6 +12,7 @@ The budget bounds bytes that are written but not yet uploaded. Writers wait
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -30,21 +31,24 @@ MAKE_ROOM_INTERVAL = 1.0  # seconds between calls of make_room while a writer wa
 class StagedFile:
     """One staging file and its journal."""
 
-    def __init__(self, directory: str, key: str) -> None:
+    def __init__(self, directory: str, key: str, created: bool) -> None:
         name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
         self.path = os.path.join(directory, name + ".data")
         self.journal = os.path.join(directory, name + ".json")
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         self.key = key
-        self.write_journal(key=key, state="writing")
+        # created: the object did not exist, so this file holds all of it.
+        self.record: dict[str, Any] = {"key": key, "data": os.path.basename(self.path), "created": created}
+        self.write_journal(state="writing")
 
     def write_journal(self, **fields: Any) -> None:
-        """Record what this file is for (atomically: write then rename)."""
-        record = {"key": fields.pop("key", self.key), "data": os.path.basename(self.path), "updated": time.time()}
-        record.update(fields)
+        """Update what this file is for (atomically: write, then rename)."""
+        self.record.update(fields, updated=time.time())
+        if "key" in fields:
+            self.key = fields["key"]
         tmp = self.journal + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(record, f)
+            json.dump(self.record, f)
         os.replace(tmp, self.journal)
 
     def pwrite(self, data: bytes | memoryview, offset: int) -> None:
@@ -92,15 +96,25 @@ class Staging:
     """The staging directory and its budget of not-yet-uploaded bytes."""
 
     def __init__(self, directory: str, budget: int) -> None:
-        self.directory = directory
         self.budget = budget
         self.used = 0
         self._freed = trio.Event()
         os.makedirs(directory, mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
+        # One mount at a time owns the directory (and recovers what an earlier
+        # one left); a second mount of the same source stages beside it.
+        self._lock = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.exclusive = True
+        except BlockingIOError:
+            self.exclusive = False
+            directory = os.path.join(directory, f"mount-{os.getpid()}")
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        self.directory = directory
 
-    def create(self, key: str) -> StagedFile:
-        return StagedFile(self.directory, key)
+    def create(self, key: str, created: bool) -> StagedFile:
+        return StagedFile(self.directory, key, created)
 
     def would_wait(self, nbytes: int) -> bool:
         """Whether `reserve(nbytes)` would wait now."""
@@ -127,7 +141,7 @@ class Staging:
         """Journals of data that an earlier run could not upload."""
         found = []
         for name in sorted(os.listdir(self.directory)):
-            if not name.endswith(".json"):
+            if not name.endswith(".json") or not os.path.isfile(os.path.join(self.directory, name)):
                 continue
             try:
                 with open(os.path.join(self.directory, name), encoding="utf-8") as f:

@@ -157,6 +157,7 @@ class Writer:
         self.local = RangeSet()  # bytes staging holds
         self.dirty = RangeSet()  # bytes staging holds that the object lacks
         exists = inode.remote
+        self.created = not exists  # staging will hold all of the file (recovery may upload it)
         if truncate:
             inode.size = 0
         self.size = inode.size
@@ -209,8 +210,16 @@ class Writer:
 
     def _stage(self) -> StagedFile:
         if self.staged is None:
-            self.staged = self.path.staging.create(self.path.ns.key(self.inode))
+            self.staged = self.path.staging.create(self.path.ns.key(self.inode), self.created)
         return self.staged
+
+    def _changing(self) -> StagedFile:
+        """Staging, about to hold bytes the server lacks: the journal says so
+        (and under which key: the file may have been renamed)."""
+        staged = self._stage()
+        if staged.record.get("state") != "writing":
+            staged.write_journal(key=self.path.ns.key(self.inode), state="writing")
+        return staged
 
     def _touch(self, start: int, end: int) -> None:
         self.generation += 1
@@ -242,7 +251,7 @@ class Writer:
         await self.path.staging.reserve(len(data), self.path.make_room)
         self.charged += len(data)
         end = offset + len(data)
-        staged = self._stage()
+        staged = self._changing()
         if end > self.size:
             self.size = end
             self.inode.size = end
@@ -262,7 +271,7 @@ class Writer:
     async def truncate(self, size: int) -> None:
         if size == self.size:
             return
-        staged = self._stage()
+        staged = self._changing()
         staged.truncate(size)
         if size < self.size:
             self.local.remove(size, self.size)
@@ -521,6 +530,7 @@ class Writer:
         part_size = max(self.part_size, math.ceil(self.size / MAX_PARTS / MiB) * MiB)
         upload_id = await self.path.zos.create_multipart(ns.key(self.inode), opts)
         self.multipart = Multipart(upload_id, part_size)
+        self._stage().write_journal(upload_id=upload_id)  # aborted at the next mount if we die
         log.debug("started multipart upload %s of %r (parts of %d bytes)", upload_id, self.key_at_start, part_size)
 
     async def _upload_part(self, mp: Multipart, n: int) -> None:
@@ -664,6 +674,8 @@ class Writer:
             self.inode.page_etag = self.inode.etag  # the kernel's pages are of this version
             self.path.ns.remember(self.path.ns.key(self.inode), self.inode)
             self._uploaded()
+            if self.staged is not None and not self.dirty:
+                self.staged.write_journal(state="uploaded", upload_id=None)  # nothing to recover
 
     async def _flush_appends(self) -> None:
         assert self.remote_len is not None
