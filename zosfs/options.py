@@ -114,12 +114,11 @@ class Options:
     entry_timeout: float = opt(5.0, "Seconds a name lookup may be reused.")
     negative_timeout: float = opt(5.0, "Seconds a failed lookup (no such file) may be reused.")
     dir_cache_ttl: float = opt(5.0, "Seconds a directory listing may be reused.")
-    cache_dir: str = opt("", "Directory for the persistent metadata cache (and the disk block cache).", shown="`~/.cache/zosfs`")
+    cache_dir: str = opt("", "Directory for the persistent metadata cache (and, by default, staging).", shown="`~/.cache/zosfs`")
     # Reading
     cache_size: int = opt(256 * MiB, "Memory budget of the block cache.", parse_size, "256M")
     block_size: int = opt(4 * MiB, "Size of a cached block (one ranged GET).", parse_size, "4M")
     readahead: int = opt(64 * MiB, "Largest prefetch window of a sequential reader.", parse_size, "64M")
-    disk_cache_size: int = opt(0, "Byte budget of the on-disk block cache in `cache_dir` (0: off).", parse_size, "0")
     # Writing
     staging_dir: str = opt("", "Directory for data not yet uploaded.", shown="`CACHE_DIR/staging`")
     staging_size: int = opt(4 * GiB, "Budget of not-yet-uploaded data; writers wait while it is full.", parse_size, "4G")
