@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.bench.contenders import Boto3, Contender, Endpoint, FuseContender, Mount, drop_caches
+from tests.bench.contenders import (
+    Boto3,
+    Contender,
+    Endpoint,
+    FuseContender,
+    Mount,
+    drop_caches,
+)
 
 MiB = 1 << 20
 KiB = 1 << 10

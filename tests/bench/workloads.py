@@ -27,8 +27,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.bench.contenders import Boto3, Contender, drop_caches
-from tests.bench.context import (KiB, MiB, SEED, Context, DataError, Sample, md5_of, read_file, request_counts,
-                                 request_delta, write_file)
+from tests.bench.context import (
+    SEED,
+    Context,
+    DataError,
+    KiB,
+    MiB,
+    Sample,
+    md5_of,
+    read_file,
+    request_counts,
+    request_delta,
+    write_file,
+)
 
 FILE_MODE = str(0o100644)   # s3fs's x-amz-meta-mode is decimal with the S_IFMT bits
 DIR_MODE = str(0o040755)

@@ -4,35 +4,30 @@ against the real local RGW."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
-import trio
 
-from tests.support.rgw import MAIN_USER, LocalRGW
-from zosfs.zos import Appended, ClientConfig, FileRegion, WriteOptions, ZosClient, ZosError, next_append_etag
+from tests.support.client import client_config, md5, run_client
+from tests.support.rgw import LocalRGW
+from zosfs.zos import (
+    Appended,
+    ClientConfig,
+    FileRegion,
+    WriteOptions,
+    ZosClient,
+    ZosError,
+    next_append_etag,
+)
 
 
 def config(rgw: LocalRGW, bucket: str, **overrides: Any) -> ClientConfig:
-    return ClientConfig(
-        endpoint=rgw.endpoint, bucket=bucket, access_key=MAIN_USER.access_key,
-        secret_key=MAIN_USER.secret_key, **overrides,
-    )
+    return client_config(rgw.endpoint, bucket, **overrides)
 
 
-def run(cfg: ClientConfig, scenario: Callable[[ZosClient], Awaitable[Any]]) -> Any:
-    async def main() -> Any:
-        async with ZosClient(cfg) as zos:
-            return await scenario(zos)
-
-    return trio.run(main)
-
-
-def md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
+run = run_client
 
 
 def chained_etag(etags: list[str]) -> str:

@@ -16,7 +16,6 @@ import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -24,6 +23,7 @@ import trio
 from botocore.exceptions import ClientError
 
 import zosfs.zos.client as client_module
+from tests.support.client import client_config, md5, run_client
 from tests.support.rgw import MAIN_USER, SECOND_USER, LocalRGW
 from zosfs.zos import (
     Acl,
@@ -44,24 +44,10 @@ ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 
 
 def config(rgw: LocalRGW, bucket: str, **overrides: Any) -> ClientConfig:
-    return ClientConfig(
-        endpoint=rgw.endpoint, bucket=bucket, access_key=MAIN_USER.access_key,
-        secret_key=MAIN_USER.secret_key, **overrides,
-    )
+    return client_config(rgw.endpoint, bucket, **overrides)
 
 
-def run(cfg: ClientConfig, scenario: Callable[[ZosClient], Awaitable[Any]], observer: Any = None) -> Any:
-    """Run `scenario(zos)` in a fresh trio run with a fresh client."""
-
-    async def main() -> Any:
-        async with ZosClient(cfg, observer) as zos:
-            return await scenario(zos)
-
-    return trio.run(main)
-
-
-def md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
+run = run_client
 
 
 def multipart_etag(parts: list[bytes]) -> str:

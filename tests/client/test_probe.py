@@ -7,19 +7,16 @@ import errno
 import socket
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import trio
 
+from tests.support.client import client_config
 from tests.support.faultproxy import FaultProxy, Rule
-from tests.support.rgw import MAIN_USER, SECOND_USER
+from tests.support.rgw import SECOND_USER
 from zosfs.zos import Capabilities, ClientConfig, ZosClient, ZosError, probe
 
-
-def config(endpoint: str, bucket: str, **overrides: Any) -> ClientConfig:
-    settings: dict[str, Any] = {"access_key": MAIN_USER.access_key, "secret_key": MAIN_USER.secret_key, **overrides}
-    return ClientConfig(endpoint=endpoint, bucket=bucket, **settings)
+config = client_config
 
 
 def run_probe(cfg: ClientConfig) -> Capabilities:

@@ -5,16 +5,15 @@ blindly, so its bytes land exactly once whatever failed."""
 from __future__ import annotations
 
 import errno
-import hashlib
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
-import trio
 
+from tests.support.client import client_config, md5, run_client
 from tests.support.faultproxy import FaultProxy, Rule
-from tests.support.rgw import MAIN_USER, LocalRGW
-from zosfs.zos import Appended, ClientConfig, RequestStats, ZosClient, ZosError
+from tests.support.rgw import LocalRGW
+from zosfs.zos import Appended, RequestStats, ZosClient, ZosError
 
 
 @pytest.fixture
@@ -25,18 +24,7 @@ def proxy(rgw: LocalRGW) -> Iterator[FaultProxy]:
 
 def run(proxy: FaultProxy, bucket: str, scenario: Callable[[ZosClient], Awaitable[Any]],
         stats: RequestStats | None = None, **overrides: Any) -> Any:
-    cfg = ClientConfig(endpoint=proxy.endpoint, bucket=bucket, access_key=MAIN_USER.access_key,
-                       secret_key=MAIN_USER.secret_key, **overrides)
-
-    async def main() -> Any:
-        async with ZosClient(cfg, stats) as zos:
-            return await scenario(zos)
-
-    return trio.run(main)
-
-
-def md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
+    return run_client(client_config(proxy.endpoint, bucket, **overrides), scenario, stats)
 
 
 def test_a_burst_of_slowdowns_is_retried(proxy, bucket, s3):

@@ -5,34 +5,30 @@ real local RGW, whose V2 canonical resource differs from botocore's."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import trio
-
+from tests.support.client import client_config, md5, run_client
 from tests.support.rgw import MAIN_USER, SECOND_USER, LocalRGW
-from zosfs.zos import Acl, ClientConfig, Grant, Part, Retention, WriteOptions, ZosClient, ZosError, probe
+from zosfs.zos import (
+    Acl,
+    Grant,
+    Part,
+    Retention,
+    WriteOptions,
+    ZosClient,
+    ZosError,
+    probe,
+)
 
 MiB = 1024 * 1024
 ODD_KEYS = ["dir/with space", "plus+sign", "per%cent", "grüße/日本", "a//b", "new\nline", "amp&=?#"]
 
 
 def run(rgw: LocalRGW, bucket: str, scenario: Callable[[ZosClient], Awaitable[Any]]) -> Any:
-    cfg = ClientConfig(endpoint=rgw.endpoint, bucket=bucket, access_key=MAIN_USER.access_key,
-                       secret_key=MAIN_USER.secret_key, signature="v2")
-
-    async def main() -> Any:
-        async with ZosClient(cfg) as zos:
-            return await scenario(zos)
-
-    return trio.run(main)
-
-
-def md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
+    return run_client(client_config(rgw.endpoint, bucket, signature="v2"), scenario)
 
 
 async def failure(call: Awaitable[Any]) -> ZosError:

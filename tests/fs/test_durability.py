@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import random
 import re
 import signal
 import threading
@@ -22,6 +21,7 @@ import pytest
 
 from tests.support.faultproxy import FaultProxy, Rule
 from tests.support.mount import ZosfsMount
+from tests.support.objects import get, pattern
 from tests.support.rgw import LocalRGW
 
 MiB = 1024 * 1024
@@ -36,20 +36,14 @@ def proxy(rgw: LocalRGW) -> Iterator[FaultProxy]:
         yield p
 
 
-def pattern(size: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(size)
 
 
-def get(s3: Any, bucket: str, key: str) -> bytes:
-    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
 def exists(s3: Any, bucket: str, key: str) -> bool:
     return s3.list_objects_v2(Bucket=bucket, Prefix=key).get("KeyCount", 0) > 0
 
 
-def mount_stats(m: ZosfsMount) -> dict[str, Any]:
-    return json.loads(os.getxattr(m.path, "user.zosfs.stats"))
 
 
 def kept_files(log: str, key: str) -> list[tuple[str, str]]:
@@ -94,7 +88,7 @@ def test_fsync_fails_while_the_server_is_down_and_succeeds_after(bucket: str, s3
         assert get(s3, bucket, "f") == first + second
         f.write(b"tail")
     assert get(s3, bucket, "f") == first + second + b"tail"
-    assert mount_stats(m)["staging_reserved"] == 0
+    assert m.stats()["staging_reserved"] == 0
 
 
 def test_close_fails_and_the_data_is_kept_in_staging(bucket: str, s3, proxy: FaultProxy, make_mount) -> None:
@@ -117,7 +111,7 @@ def test_close_fails_and_the_data_is_kept_in_staging(bucket: str, s3, proxy: Fau
     with open(journal) as j:
         record = json.load(j)
     assert record["key"] == "lost" and record["state"] == "failed"
-    assert mount_stats(m)["staging_reserved"] == 0  # kept on disk, but not held against the budget
+    assert m.stats()["staging_reserved"] == 0  # kept on disk, but not held against the budget
 
     proxy.remove_rule(down)
     with open(m.path / "lost", "wb") as f:  # the user's retry: write it again
@@ -270,7 +264,7 @@ def test_a_writer_waiting_for_the_budget_resumes_when_the_server_returns(bucket:
         timer.join()
     assert time.monotonic() - started >= 2.5  # it did wait
     assert get(s3, bucket, "f") == data
-    assert mount_stats(m)["staging_reserved"] == 0
+    assert m.stats()["staging_reserved"] == 0
 
 
 def test_a_killed_daemons_multipart_upload_is_aborted_by_the_next_mount(

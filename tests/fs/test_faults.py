@@ -202,3 +202,31 @@ def test_soak_keeps_memory_and_file_descriptors_flat(make_mount, bucket: str) ->
     assert rss2 <= rss1 + 24 * MiB, f"RSS grew from {rss1 >> 20} to {rss2 >> 20} MiB"
     assert fds2 <= fds1 + 8, f"open files grew from {fds1} to {fds2}"
     subprocess.run(["sync"], check=False)
+
+
+def test_sigkill_during_writes_loses_nothing_that_fsync_acknowledged(make_mount, bucket: str, s3) -> None:
+    m = make_mount(bucket, options=SMALL, check_log=False)
+    acknowledged: dict[str, bytes] = {}
+    rng = random.Random(3)
+    open_files = []
+    for n in range(30):
+        data = rng.randbytes(rng.choice([0, 10, 5000, 300_000, 2 * MiB, 13 * MiB]))
+        f = open(m.path / f"f{n:02d}", "wb")
+        f.write(data)
+        if n % 3:  # two in three are fsync'd; the rest stay open and unsynced
+            f.flush()
+            os.fsync(f.fileno())
+            acknowledged[f"f{n:02d}"] = data
+        open_files.append(f)
+    m.process.kill()
+    m.process.wait(10)
+    for f in open_files:
+        try:
+            f.close()
+        except OSError:
+            pass
+    m.kill()
+    m2 = make_mount(bucket, options=SMALL)
+    for name, data in acknowledged.items():
+        assert s3.get_object(Bucket=bucket, Key=name)["Body"].read() == data, name
+        assert (m2.path / name).read_bytes() == data, name

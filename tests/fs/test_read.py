@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.support.faultproxy import FaultProxy, Rule
-from tests.support.mount import ZosfsMount
+from tests.support.mount import ZosfsMount, drop_page_cache, vm_hwm
 from tests.support.rgw import LocalRGW
 
 MiB = 1024 * 1024
@@ -41,20 +41,8 @@ def proxy(rgw: LocalRGW) -> Iterator[FaultProxy]:
         yield p
 
 
-def drop_page_cache() -> None:
-    """Make the next reads reach the daemon instead of the kernel's page cache."""
-    os.sync()
-    with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("3\n")
 
 
-def vm_hwm(pid: int) -> int:
-    """Peak resident memory of a process, in bytes."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
 
 
 def put_random(s3: Any, bucket: str, key: str, size: int, seed: int) -> bytes:

@@ -9,9 +9,7 @@ requests (and their bytes) that prove how data went out.
 
 from __future__ import annotations
 
-import errno
 import hashlib
-import json
 import os
 import random
 import stat
@@ -25,7 +23,8 @@ import pytest
 import trio
 
 from tests.support.faultproxy import FaultProxy, Rule
-from tests.support.mount import ZosfsMount
+from tests.support.mount import ZosfsMount, drop_page_cache, vm_hwm
+from tests.support.objects import get, pattern
 from tests.support.rgw import MAIN_USER, LocalRGW
 from zosfs.zos import ClientConfig, WriteOptions, ZosClient
 
@@ -44,8 +43,6 @@ def proxy(rgw: LocalRGW) -> Iterator[FaultProxy]:
         yield p
 
 
-def pattern(size: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(size)
 
 
 def write_file(path: os.PathLike[str] | str, data: bytes, chunk: int = MiB) -> None:
@@ -56,8 +53,6 @@ def write_file(path: os.PathLike[str] | str, data: bytes, chunk: int = MiB) -> N
             f.write(view[start : start + chunk])
 
 
-def get(s3: Any, bucket: str, key: str) -> bytes:
-    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
 def http_headers(s3: Any, bucket: str, key: str) -> dict[str, str]:
@@ -68,21 +63,15 @@ def appendable(s3: Any, bucket: str, key: str) -> bool:
     return http_headers(s3, bucket, key).get("x-rgw-object-type", "").lower() == "appendable"
 
 
-def drop_page_cache() -> None:
-    os.sync()
-    with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("3\n")
 
 
-def mount_stats(m: ZosfsMount) -> dict[str, Any]:
-    return json.loads(os.getxattr(m.path, "user.zosfs.stats"))
 
 
 def wait_staging_empty(m: ZosfsMount, timeout: float = 10.0) -> dict[str, Any]:
     """Once every file is closed and uploaded, the staging budget is all free."""
     deadline = time.monotonic() + timeout
     while True:
-        stats = mount_stats(m)
+        stats = m.stats()
         if (stats["staging_reserved"] == 0 and not stats["uploads"]) or time.monotonic() > deadline:
             return stats
         time.sleep(0.05)
@@ -95,12 +84,6 @@ def staging_files(m: ZosfsMount) -> list[str]:
     return found
 
 
-def vm_hwm(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
 
 
 def zos_append(rgw: LocalRGW, bucket: str, key: str, data: bytes, opts: WriteOptions) -> None:
@@ -609,7 +592,7 @@ def test_writers_wait_for_the_staging_budget(bucket: str, s3, make_mount) -> Non
     def sample() -> None:
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, mount_stats(m)["staging_reserved"])
+            peak = max(peak, m.stats()["staging_reserved"])
             time.sleep(0.02)
 
     sampler = threading.Thread(target=sample)

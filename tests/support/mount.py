@@ -9,6 +9,7 @@ error, so that an error swallowed into EIO is still noticed.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -106,6 +107,10 @@ class ZosfsMount:
                 text += f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) + "\n"
         return text
 
+    def stats(self) -> dict:
+        """The daemon's live numbers (what `zosfs stats --json` shows)."""
+        return json.loads(os.getxattr(self.path, "user.zosfs.stats"))
+
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
@@ -147,3 +152,19 @@ class ZosfsMount:
         stderr = self.workdir / f"{self.path.name}.stderr"
         for source in (text, stderr.read_text(errors="replace") if stderr.exists() else ""):
             assert self.user.secret_key not in source, "the secret key appeared in zosfs's output"
+
+
+def vm_hwm(pid: int) -> int:
+    """Peak resident memory of a process, in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def drop_page_cache() -> None:
+    """Make the next reads reach the daemon instead of the kernel's page cache."""
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")

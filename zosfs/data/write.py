@@ -55,7 +55,7 @@ from zosfs.namespace.inodes import Inode
 from zosfs.namespace.metadata import encode
 from zosfs.namespace.tree import Namespace
 from zosfs.options import Options
-from zosfs.zos import FileRegion, Part, WriteOptions, ZosClient, ZosError
+from zosfs.zos import FileRegion, Part, ZosClient, ZosError, next_append_etag
 
 log = logging.getLogger(__name__)
 
@@ -73,45 +73,6 @@ def multipart_etag(part_etags: list[str]) -> str:
     binary part MD5s, then -n."""
     digest = hashlib.md5(b"".join(bytes.fromhex(e) for e in part_etags)).hexdigest()
     return f"{digest}-{len(part_etags)}"
-
-
-class AppendEtag:
-    """RGW's ETag of an object made by appends, followed append by append.
-
-    After one append it is the MD5 of the data; after each further append it
-    is md5(previous digest + MD5 of the new data), with "-n" for n appends
-    (measured on RGW 16.2: a running hash, not the multipart formula).
-    Zero-length appends (metadata changes) count as appends too.
-    """
-
-    def __init__(self) -> None:
-        self.digest = b""
-        self.count = 0
-
-    @classmethod
-    def of(cls, etag: str) -> AppendEtag | None:
-        """The tracker of an appendable object whose ETag is now `etag`;
-        None when that ETag is not known ("")."""
-        if not etag:
-            return None
-        hexdigest, _, count = etag.partition("-")
-        tracker = cls()
-        try:
-            tracker.digest = bytes.fromhex(hexdigest)
-            tracker.count = int(count) if count else 1
-        except ValueError:
-            return None
-        return tracker
-
-    def add(self, chunk_md5: str) -> None:
-        part = bytes.fromhex(chunk_md5)
-        self.digest = hashlib.md5(self.digest + part).digest() if self.count else part
-        self.count += 1
-
-    def __str__(self) -> str:
-        if not self.count:
-            return ""
-        return self.digest.hex() if self.count == 1 else f"{self.digest.hex()}-{self.count}"
 
 
 class Watch:
@@ -449,7 +410,9 @@ class Writer:
             if self.remote_len != start or self.discarded:
                 return  # written below, or truncated below, what was appended meanwhile
             length = min(limit, self.size - start)
-            etag = AppendEtag() if not self.inode.remote else AppendEtag.of(self.inode.etag)
+            # The object's ETag before this append: "" when it creates the
+            # object, None when the object exists with an ETag not known here.
+            previous = "" if not self.inode.remote else (self.inode.etag or None)
             self.appending = length
             try:
                 result = await zos.append(key, start, FileRegion(self._stage().fd, start, length), opts)
@@ -474,8 +437,6 @@ class Writer:
         log.debug("appended %d bytes at %d to %r (chunk md5 %s)", length, start, key, result.etag)
         if self.remote_len is not None:  # (a write or truncate below the end may have ended append mode)
             self.remote_len = result.position
-        if etag is not None and result.etag:
-            etag.add(result.etag)
         # The object now holds the file's first start+length bytes, except
         # where they were written while they went out, and beyond a
         # truncation meanwhile.
@@ -484,7 +445,7 @@ class Writer:
             self.dirty.add(max(s, start), min(e, start + length))
         self.base_limit = min(watch.limit(start + length), self.size)
         self.inode.remote, self.inode.appendable, self.inode.meta = True, True, meta
-        self.inode.etag = str(etag or "")
+        self.inode.etag = next_append_etag(previous, result.etag) if previous is not None and result.etag else ""
         ns.remember(key, self.inode)
         self._uploaded(length)
 
