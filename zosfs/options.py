@@ -117,7 +117,7 @@ class Options:
     cache_dir: str = opt("", "Directory for the persistent metadata cache (and, by default, staging).", shown="`~/.cache/zosfs`")
     # Reading
     cache_size: int = opt(256 * MiB, "Memory budget of the block cache.", parse_size, "256M")
-    block_size: int = opt(4 * MiB, "Size of a cached block (one ranged GET).", parse_size, "4M")
+    block_size: int = opt(8 * MiB, "Size of a cached block (one ranged GET).", parse_size, "8M")
     readahead: int = opt(64 * MiB, "Largest prefetch window of a sequential reader.", parse_size, "64M")
     # Writing
     staging_dir: str = opt("", "Directory for data not yet uploaded.", shown="`CACHE_DIR/staging`")

@@ -132,6 +132,7 @@ def test_keys_follow_a_directory_rename(table: InodeTable) -> None:
     b = looked_up(table, a, "b", DIR)
     c = looked_up(table, b, "c")
     z = looked_up(table, table.root, "z", DIR)
+    assert table.key(c) == "a/b/c"  # prefixes are remembered: a move must not leave them stale
     table.move(a, z, "y")
     assert table.key(c) == "z/y/b/c"
     assert table.key(b) == "z/y/b/"

@@ -79,6 +79,10 @@ class InodeTable:
         self.root_prefix = root_prefix
         self.by_ino: dict[int, Inode] = {}
         self.by_name: dict[tuple[int, str], Inode] = {}
+        # Directory inode -> key prefix. Every entry of a large listing needs
+        # its directory's prefix; walking the parent chain each time showed up
+        # in profiles. Cleared whenever a directory moves.
+        self._prefixes: dict[int, str] = {}
         self._next = ROOT_INO + 1
         root = Inode(ROOT_INO, ROOT_INO, "", root_attrs)
         root.lookups = 1  # the kernel never forgets the root
@@ -140,6 +144,8 @@ class InodeTable:
         self._unlink(inode)
         parent.nchildren -= 1
         self._link(inode, parent, name)
+        if inode.is_dir:
+            self._prefixes.clear()
 
     def forget(self, ino: int, count: int) -> None:
         inode = self.by_ino.get(ino)
@@ -157,10 +163,14 @@ class InodeTable:
             return
         if self.by_ino.get(inode.ino) is inode:
             del self.by_ino[inode.ino]
+            self._prefixes.pop(inode.ino, None)
             self._unlink(inode)
 
     def prefix(self, directory: Inode) -> str:
         """The key prefix of a directory ('' or 'a/b/')."""
+        known = self._prefixes.get(directory.ino)
+        if known is not None:
+            return known
         parts = []
         node = directory
         while node.ino != ROOT_INO:
@@ -169,7 +179,10 @@ class InodeTable:
             if parent is None:
                 raise LookupError(f"inode {node.ino} has lost its parent")
             node = parent
-        return self.root_prefix + "".join(f"{p}/" for p in reversed(parts))
+        prefix = self.root_prefix + "".join(f"{p}/" for p in reversed(parts))
+        if not directory.gone:
+            self._prefixes[directory.ino] = prefix
+        return prefix
 
     def key(self, inode: Inode) -> str:
         """The object key: 'a/b/file' for files and symlinks, 'a/b/dir/' for directories."""

@@ -40,7 +40,10 @@ class MetaCache:
 
     def __init__(self, path: str | None, memory_entries: int = 200_000) -> None:
         self.path = path
-        self._memory: cachetools.LRUCache[str, tuple[str, CachedMeta]] = cachetools.LRUCache(memory_entries)
+        # key -> (etag, metadata), or (etag, None): the file is known to have
+        # nothing for that version (a preload found no row), so a first
+        # listing of a large directory does not query SQLite once per name.
+        self._memory: cachetools.LRUCache[str, tuple[str, CachedMeta | None]] = cachetools.LRUCache(memory_entries)
         self._pending: dict[str, tuple[str, str]] = {}
         self._db = self._open() if path else None
 
@@ -102,10 +105,15 @@ class MetaCache:
         except sqlite3.Error as err:
             log.warning("metadata cache read failed: %s", err)
             return
+        found = set()
         for key, etag, data in rows:
             if keys.get(key) == etag and key not in self._memory:
                 d = json.loads(data)
                 self._memory[key] = (etag, CachedMeta(d["m"], d.get("t"), bool(d.get("a"))))
+                found.add(key)
+        for key, etag in keys.items():
+            if key not in found and key not in self._memory and key not in self._pending:
+                self._memory[key] = (etag, None)
 
     def put(self, key: str, etag: str, meta: CachedMeta) -> None:
         if not etag:

@@ -21,6 +21,7 @@ failures; appends are never repeated blindly (see `append`).
 from __future__ import annotations
 
 import base64
+import calendar
 import datetime as dt
 import email.utils
 import hashlib
@@ -231,9 +232,24 @@ def _unquote_etag(value: str | None) -> str:
     return (value or "").strip('"')
 
 
+_MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+
+
 def _http_date(value: str | None) -> float:
     if not value:
         return 0.0
+    # Every response carries an IMF-fixdate ("Wed, 25 Nov 2026 00:51:28 GMT");
+    # parsing it by position costs a tenth of email.utils, which showed in
+    # profiles of `ls -l` (one HEAD per file).
+    parts = value.split()
+    if len(parts) == 6 and parts[5] == "GMT" and parts[2] in _MONTHS and len(parts[4]) == 8:
+        try:
+            hms = parts[4]
+            return float(calendar.timegm((int(parts[3]), _MONTHS[parts[2]], int(parts[1]),
+                                          int(hms[0:2]), int(hms[3:5]), int(hms[6:8]), 0, 0, 0)))
+        except ValueError:
+            pass
     try:
         return email.utils.parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError):
