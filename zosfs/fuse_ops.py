@@ -456,7 +456,7 @@ class Operations(pyfuse3.Operations):
     @handler
     async def getxattr(self, ino: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         if name.startswith(NO_XATTR_PREFIXES):
-            raise FsError(pyfuse3.ENOATTR)
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)  # directly: ls -l asks twice per file
         if name == STATS_XATTR and ino == pyfuse3.ROOT_INODE:
             return json.dumps(self.stats(), separators=(",", ":")).encode()
         return await self.xattrs.get(self.ns.get(ino), _xattr_name(name))
