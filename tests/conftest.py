@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.support.rgw import SECOND_USER, LocalRGW
+from tests.support.rgw import MAIN_USER, SECOND_USER, LocalRGW
 
 # --- Local Ceph RGW ------------------------------------------------------------
 #
@@ -40,6 +40,30 @@ def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRGW]:
     server.start()
     yield server
     server.destroy()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the whole run: no log or captured output that any test left
+    (daemons' logs and stderr, helpers' output) contains a secret key.
+    Each mount checks its own log too; this also covers the mounts that
+    tests expected to fail or to be killed. The RGW's own directory holds
+    the keys by design and is not searched."""
+    yield
+    base = tmp_path_factory.getbasetemp()
+    secrets = [user.secret_key.encode() for user in (MAIN_USER, SECOND_USER)]
+    leaks = []
+    for path in base.rglob("*"):
+        relative = path.relative_to(base).parts
+        if relative and relative[0].startswith("rgw") or path.suffix not in (".log", ".stderr", ".out"):
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        if any(secret in data for secret in secrets):
+            leaks.append(str(path))
+    assert not leaks, f"a secret key appears in {leaks}"
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.faultproxy import FaultProxy
 from tests.support.mount import ZosfsMount
 from tests.support.rgw import LocalRGW
 
@@ -48,3 +49,11 @@ def make_mount(rgw: LocalRGW, tmp_path: Path) -> Iterator[MountFactory]:
 def mnt(make_mount: MountFactory, bucket: str) -> ZosfsMount:
     """zosfs mounted on a fresh, empty bucket."""
     return make_mount(bucket)
+
+
+@pytest.fixture
+def proxy(rgw: LocalRGW) -> Iterator[FaultProxy]:
+    """A request-counting, fault-injecting proxy in front of the RGW. Ask for
+    it after `bucket` and before `make_mount`, so that mounts go first."""
+    with FaultProxy(rgw.endpoint) as p:
+        yield p

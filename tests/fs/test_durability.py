@@ -14,7 +14,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,18 +22,12 @@ import pytest
 from tests.support.faultproxy import FaultProxy, Rule
 from tests.support.mount import ZosfsMount
 from tests.support.objects import get, pattern
-from tests.support.rgw import LocalRGW
 
 MiB = 1024 * 1024
 SMALL = {"append_chunk": "1M", "part_size": "5M", "rewrite_threshold": "10M", "multipart_threshold": "24M"}
 UPLOADS = {"AppendObject", "PutObject", "UploadPart", "UploadPartCopy", "CreateMultipartUpload", "CompleteMultipartUpload"}
 
 
-@pytest.fixture
-def proxy(rgw: LocalRGW) -> Iterator[FaultProxy]:
-    """Ask for it after `bucket` and before `make_mount`: mounts go first."""
-    with FaultProxy(rgw.endpoint) as p:
-        yield p
 
 
 

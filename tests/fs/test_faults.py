@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,10 +27,6 @@ MiB = 1 << 20
 SMALL = {"append_chunk": "1M", "part_size": "5M", "rewrite_threshold": "10M", "multipart_threshold": "24M"}
 
 
-@pytest.fixture
-def proxy(rgw: LocalRGW) -> Iterator[FaultProxy]:
-    with FaultProxy(rgw.endpoint) as p:
-        yield p
 
 
 def make_tree(root: Path, seed: int) -> None:

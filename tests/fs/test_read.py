@@ -14,14 +14,12 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.support.faultproxy import FaultProxy, Rule
 from tests.support.mount import ZosfsMount, drop_page_cache, vm_hwm
-from tests.support.rgw import LocalRGW
 
 MiB = 1024 * 1024
 ATTR_TIMEOUT = 1.0  # seconds; mounts that must revalidate soon use it (0 is not usable, see the report)
@@ -33,12 +31,6 @@ SMALL_CACHE = {"cache_size": "8M", "block_size": "1M", "readahead": "8M"}
 # -- helpers --------------------------------------------------------------------
 
 
-@pytest.fixture
-def proxy(rgw: LocalRGW) -> Iterator[FaultProxy]:
-    """A request-counting, fault-injecting proxy in front of the RGW. Ask for
-    it after `bucket` and before `make_mount`, so that mounts go first."""
-    with FaultProxy(rgw.endpoint) as p:
-        yield p
 
 
 
