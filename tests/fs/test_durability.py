@@ -11,7 +11,6 @@ import errno
 import json
 import os
 import re
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -194,14 +193,7 @@ def test_data_of_a_killed_daemon_is_found_by_the_next_mount(bucket: str, s3, pro
     proxy.add_rule(Rule(op=UPLOADS, stall=True))  # nothing gets out
     f = open(m.path / "unsaved", "wb", buffering=0)
     f.write(data)
-    m.signal(signal.SIGKILL)
-    assert m.process is not None
-    m.process.wait(10)
-    try:
-        f.close()
-    except OSError:
-        pass
-    m.kill()  # clean up the dead mount point
+    m.kill(f)
     proxy.clear_rules()
     m2 = make_mount(bucket, endpoint=proxy.endpoint, options=options)  # (same endpoint: same staging)
     # A new file's data (all of it is in staging) is uploaded by the next mount.
@@ -224,13 +216,7 @@ def test_a_killed_daemons_change_to_an_existing_object_goes_to_the_recovery_fold
     proxy.add_rule(Rule(op=UPLOADS, stall=True))
     f = open(m.path / "existing", "r+b", buffering=0)
     os.pwrite(f.fileno(), b"CHANGED", 1000)
-    m.signal(signal.SIGKILL)
-    m.process.wait(10)
-    try:
-        f.close()
-    except OSError:
-        pass
-    m.kill()
+    m.kill(f)
     proxy.clear_rules()
     m2 = make_mount(bucket, endpoint=proxy.endpoint, options=options)
     kept = re.findall(r"data of 'existing' left by a daemon that stopped was not uploaded \(.*?\); it is in (\S+)", m2.log_text())
@@ -275,13 +261,7 @@ def test_a_killed_daemons_multipart_upload_is_aborted_by_the_next_mount(
     while not s3.list_multipart_uploads(Bucket=bucket).get("Uploads") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads"), "no multipart upload was started"
-    m.signal(signal.SIGKILL)
-    m.process.wait(10)
-    try:
-        f.close()
-    except OSError:
-        pass
-    m.kill()
+    m.kill(f)
     proxy.clear_rules()
     make_mount(bucket, endpoint=proxy.endpoint, options=options)
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")

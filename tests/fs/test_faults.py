@@ -213,14 +213,7 @@ def test_sigkill_during_writes_loses_nothing_that_fsync_acknowledged(make_mount,
             os.fsync(f.fileno())
             acknowledged[f"f{n:02d}"] = data
         open_files.append(f)
-    m.process.kill()
-    m.process.wait(10)
-    for f in open_files:
-        try:
-            f.close()
-        except OSError:
-            pass
-    m.kill()
+    m.kill(*open_files)
     m2 = make_mount(bucket, options=SMALL)
     for name, data in acknowledged.items():
         assert s3.get_object(Bucket=bucket, Key=name)["Body"].read() == data, name

@@ -73,6 +73,23 @@ def snapshot(root: Path) -> dict[str, tuple[str, int, int, bytes]]:
     return out
 
 
+def writing(path: str, flags: int, body: bytes, offset: int | None = None) -> Callable[[Path], None]:
+    """An operation on a tree: open `path` write-only with `flags`, write
+    `body` (at `offset`, or where the open left the file position), close."""
+
+    def op(root: Path) -> None:
+        fd = os.open(root / path, os.O_WRONLY | flags, 0o644)
+        try:
+            if offset is None:
+                os.write(fd, body)
+            else:
+                os.pwrite(fd, body, offset)
+        finally:
+            os.close(fd)
+
+    return op
+
+
 def clear(root: Path) -> None:
     for child in root.iterdir():
         if child.is_dir() and not child.is_symlink():
@@ -144,41 +161,20 @@ class FsMachine(RuleBasedStateMachine):
         path = self.pick_new(draw)
         body = draw.draw(data, label="body")
 
-        def op(root: Path) -> None:
-            fd = os.open(root / path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
-            try:
-                os.write(fd, body)
-            finally:
-                os.close(fd)
-
-        self.both(f"create {path} ({len(body)} bytes)", op)
+        self.both(f"create {path} ({len(body)} bytes)", writing(path, os.O_CREAT | os.O_TRUNC, body))
 
     def do_write(self, draw: st.DataObject) -> None:
         path = self.pick(draw, "file")
         offset = draw.draw(st.integers(0, 500), label="offset")
         body = draw.draw(data.filter(bool), label="body")
 
-        def op(root: Path) -> None:
-            fd = os.open(root / path, os.O_WRONLY)
-            try:
-                os.pwrite(fd, body, offset)
-            finally:
-                os.close(fd)
-
-        self.both(f"write {path} at {offset} ({len(body)} bytes)", op)
+        self.both(f"write {path} at {offset} ({len(body)} bytes)", writing(path, 0, body, offset))
 
     def do_append(self, draw: st.DataObject) -> None:
         path = self.pick(draw, "file")
         body = draw.draw(data.filter(bool), label="body")
 
-        def op(root: Path) -> None:
-            fd = os.open(root / path, os.O_WRONLY | os.O_APPEND)
-            try:
-                os.write(fd, body)
-            finally:
-                os.close(fd)
-
-        self.both(f"append {path} ({len(body)} bytes)", op)
+        self.both(f"append {path} ({len(body)} bytes)", writing(path, os.O_APPEND, body))
 
     def do_truncate(self, draw: st.DataObject) -> None:
         path = self.pick(draw, "file")

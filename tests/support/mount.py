@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 from tests.support.rgw import MAIN_USER, User
 
@@ -137,11 +138,18 @@ class ZosfsMount:
         assert self.process is not None
         self.process.send_signal(signum)
 
-    def kill(self) -> None:
-        """SIGKILL the daemon and clean up its dead mount."""
+    def kill(self, *open_files: IO[bytes]) -> None:
+        """SIGKILL the daemon and clean up its dead mount. Files the test
+        still holds open on it are closed in between, while the mount is
+        dead: their close fails (ENOTCONN), as it would for a user."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=10)
+        for f in open_files:
+            try:
+                f.close()
+            except OSError:
+                pass
         subprocess.run(["fusermount3", "-u", "-z", str(self.path)], capture_output=True)
 
     def check_log(self) -> None:
