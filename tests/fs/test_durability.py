@@ -203,6 +203,55 @@ def test_data_of_a_killed_daemon_is_found_by_the_next_mount(bucket: str, s3, pro
     assert not [p for p in staging.rglob("*.data")]
 
 
+def test_a_killed_daemons_partly_appended_file_is_completed_by_the_next_mount(
+    bucket: str, s3, proxy: FaultProxy, tmp_path, make_mount
+) -> None:
+    """The appended part of a new file is freed from staging (it is in the
+    object); the next mount appends the part that was only in staging."""
+    staging = tmp_path / "staging"
+    options = {**SMALL, "staging_dir": str(staging)}
+    m = make_mount(bucket, endpoint=proxy.endpoint, options=options, check_log=False)
+    data = pattern(5 * MiB + 77, 4)
+    f = open(m.path / "half", "wb", buffering=0)
+    f.write(data[: 3 * MiB])
+    os.fsync(f.fileno())
+    proxy.add_rule(Rule(op=UPLOADS, stall=True))
+    f.write(data[3 * MiB :])
+    [journal] = staging.rglob("*.json")
+    assert json.loads(journal.read_text())["appended"] == 3 * MiB
+    m.kill(f)
+    proxy.clear_rules()
+    m2 = make_mount(bucket, endpoint=proxy.endpoint, options=options)
+    assert "recovered 'half'" in m2.log_text()
+    assert get(s3, bucket, "half") == data
+    assert not list(staging.rglob("*.data"))
+
+
+def test_a_killed_daemons_partly_appended_file_is_kept_if_the_object_was_replaced(
+    bucket: str, s3, proxy: FaultProxy, tmp_path, make_mount
+) -> None:
+    """If someone replaced the object meanwhile, the staged rest (with zeros
+    where the appended bytes were) goes to the recovery folder, and the log
+    says which bytes are missing from it."""
+    staging = tmp_path / "staging"
+    options = {**SMALL, "staging_dir": str(staging)}
+    m = make_mount(bucket, endpoint=proxy.endpoint, options=options, check_log=False)
+    f = open(m.path / "gone", "wb", buffering=0)
+    f.write(pattern(2 * MiB, 6))
+    os.fsync(f.fileno())
+    proxy.add_rule(Rule(op=UPLOADS, stall=True))
+    f.write(pattern(MiB, 7))
+    m.kill(f)
+    proxy.clear_rules()
+    s3.put_object(Bucket=bucket, Key="gone", Body=b"someone else's")
+    m2 = make_mount(bucket, endpoint=proxy.endpoint, options=options, check_log=False)
+    log = m2.log_text()
+    assert "its first 2097152 bytes were appended to the object, which has changed since" in log, log[-2000:]
+    assert get(s3, bucket, "gone") == b"someone else's"
+    kept = list(staging.rglob("recovery/*.data"))
+    assert len(kept) == 1 and kept[0].read_bytes()[2 * MiB :] == pattern(MiB, 7)
+
+
 def test_a_killed_daemons_change_to_an_existing_object_goes_to_the_recovery_folder(
     bucket: str, s3, proxy: FaultProxy, tmp_path, make_mount
 ) -> None:

@@ -154,6 +154,28 @@ def test_a_growing_file_is_readable_by_others_while_written(bucket: str, s3, mak
     assert get(s3, bucket, "log") == data
 
 
+def test_appended_data_leaves_staging_while_the_file_is_still_open(bucket: str, s3, make_mount) -> None:
+    """A file streamed out by appends does not pile up in staging (disk and
+    page cache) until close: what is in the object is punched out of the
+    staging file, and reads of it come from the object."""
+    m = make_mount(bucket, options=SMALL)
+    data = pattern(20 * MiB + 123, 5)
+    with open(m.path / "stream", "w+b", buffering=0) as f:
+        for pos in range(0, len(data), MiB):
+            f.write(data[pos : pos + MiB])
+        os.fsync(f.fileno())  # everything appended
+        assert get(s3, bucket, "stream") == data
+        [staged] = [p for p in staging_files(m) if p.endswith(".data")]
+        st = os.stat(staged)
+        assert st.st_size == len(data)
+        assert st.st_blocks * 512 <= 64 * 1024, f"{st.st_blocks * 512} bytes still staged"
+        f.seek(0)
+        assert f.read() == data  # (from the object)
+        f.write(b"tail")  # the file goes on growing from where it was
+    assert get(s3, bucket, "stream") == data + b"tail"
+    assert appendable(s3, bucket, "stream")
+
+
 def test_one_gib_file_with_default_options(bucket: str, s3, make_mount) -> None:
     size = 1024 * MiB
     block = pattern(MiB, 99)

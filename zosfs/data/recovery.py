@@ -8,7 +8,10 @@ multipart upload in progress. At mount time, before anything is served:
 - data already uploaded (state "uploaded") is removed;
 - a new file's data is uploaded if that cannot replace anything: the key is
   free, or holds the appendable prefix of this very data that the dead daemon
-  had already appended (the rest is appended);
+  had already appended (the rest is appended). Staging may have holes where
+  appended bytes were freed; the journal then names how many (`appended`)
+  and the object's ETag after them, and the object must still be that one
+  (or that one plus further appends of the staged bytes);
 - everything else (changes to an existing object, whose unchanged parts are
   not in staging; a key someone else has written meanwhile) is moved to the
   `recovery` folder beside staging, and the log says where, so a person can
@@ -53,6 +56,7 @@ async def _recover_one(zos: ZosClient, staging: Staging, record: dict[str, Any])
         _keep(staging, record, "it changed an existing object; only the changed bytes are in it")
         return
     size = os.path.getsize(path)
+    appended = int(record.get("appended") or 0)  # staging's bytes below this may be holes
     try:
         info: ObjectInfo | None = await zos.head(key)
     except ZosError as err:
@@ -61,9 +65,13 @@ async def _recover_one(zos: ZosClient, staging: Staging, record: dict[str, Any])
         info = None
     fd = os.open(path, os.O_RDONLY)
     try:
+        if appended and not await _holds_the_appended_bytes(zos, key, info, fd, appended, record.get("etag", ""), size):
+            _keep(staging, record, f"its first {appended} bytes were appended to the object, which has changed since; "
+                  "the data file holds zeros there")
+            return
         if info is None and size <= MAX_PUT:
             await zos.put(key, FileRegion(fd, 0, size))
-        elif info is not None and info.appendable and info.size <= size and await _is_prefix(zos, key, fd, info.size):
+        elif info is not None and info.appendable and info.size <= size and await _is_prefix(zos, key, fd, info.size, appended):
             if size > info.size:
                 opts = WriteOptions(metadata=info.metadata, content_type=info.content_type)
                 await zos.append(key, info.size, FileRegion(fd, info.size, size - info.size), opts)
@@ -76,9 +84,21 @@ async def _recover_one(zos: ZosClient, staging: Staging, record: dict[str, Any])
     _remove(record)
 
 
-async def _is_prefix(zos: ZosClient, key: str, fd: int, length: int) -> bool:
-    """Whether the object's first `length` bytes are the file's."""
-    for start in range(0, length, COMPARE_CHUNK):
+async def _holds_the_appended_bytes(zos: ZosClient, key: str, info: ObjectInfo | None, fd: int, appended: int,
+                                    etag: str, size: int) -> bool:
+    """Whether the object is still the one the journal names (its first
+    `appended` bytes, ETag `etag`), or that one grown by appends of staged bytes."""
+    if info is None or not info.appendable or not appended <= info.size <= size:
+        return False
+    if info.size == appended:
+        return bool(etag) and info.etag == etag
+    return await _is_prefix(zos, key, fd, info.size, appended)
+
+
+async def _is_prefix(zos: ZosClient, key: str, fd: int, length: int, start_at: int = 0) -> bool:
+    """Whether the object's first `length` bytes are the file's (from
+    `start_at` on: the file's bytes below it are holes)."""
+    for start in range(start_at, length, COMPARE_CHUNK):
         end = min(length, start + COMPARE_CHUNK)
         if bytes(await zos.get(key, start, end)) != os.pread(fd, end - start, start):
             return False

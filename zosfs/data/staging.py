@@ -8,10 +8,23 @@ recovered: the log names both paths.
 
 The budget bounds bytes that are written but not yet uploaded. Writers wait
 (backpressure) while it is exhausted rather than filling the disk.
+
+Bytes that an append upload has stored are punched out of the staging file
+(`StagedFile.release`) as soon as they are in the object: a file written at
+hundreds of MiB/s then holds a few chunks of page cache rather than all of
+itself until close, and the kernel hands the same (already mapped) pages
+back for the next chunk. On a VM, fresh page-cache pages cost a host page
+fault each; writing a 1 GiB file through staging took 1-2 CPU seconds of
+page faults before this, about 0.1 s after it. The journal then records how
+much of the file the object holds (`appended`, with its ETag), so recovery
+knows that the holes below that are in the bucket, not lost.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
 import fcntl
 import json
 import logging
@@ -26,6 +39,35 @@ import trio
 log = logging.getLogger(__name__)
 
 MAKE_ROOM_INTERVAL = 1.0  # seconds between calls of make_room while a writer waits for the budget
+PAGE = 4096
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
+
+
+def _libc_fallocate() -> Callable[..., int] | None:
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).fallocate
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_fallocate = _libc_fallocate()
+
+
+def punch_hole(fd: int, start: int, end: int) -> tuple[int, int] | None:
+    """Free the whole pages of [start, end) in a file (reads return zeros
+    there); returns the range freed, or None where the filesystem cannot."""
+    start, end = -(-start // PAGE) * PAGE, end // PAGE * PAGE
+    if end <= start:
+        return start, start
+    if _fallocate is None or _fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, start, end - start) != 0:
+        code = ctypes.get_errno() if _fallocate is not None else errno.ENOSYS
+        if code in (errno.EOPNOTSUPP, errno.ENOSYS):
+            return None
+        raise OSError(code, os.strerror(code))
+    return start, end
 
 
 class StagedFile:
@@ -67,6 +109,15 @@ class StagedFile:
     def truncate(self, size: int) -> None:
         os.ftruncate(self.fd, size)
 
+    def release(self, start: int, end: int, appended: int, etag: str) -> tuple[int, int] | None:
+        """The object holds the file's first `appended` bytes (ETag `etag`):
+        free the whole pages of [start, end) below that. The journal says so
+        first, so that recovery never takes the holes for data. Returns the
+        range freed (None: the staging filesystem cannot punch holes)."""
+        if self.record.get("appended") != appended or self.record.get("etag") != etag:
+            self.write_journal(appended=appended, etag=etag)
+        return punch_hole(self.fd, start, min(end, appended))
+
     def discard(self) -> None:
         """The data is safely uploaded (or no longer wanted): remove both files."""
         self.close()
@@ -80,11 +131,14 @@ class StagedFile:
         """Leave the data on disk for recovery and say where it is."""
         self.write_journal(state="failed", reason=reason)
         self.close()
-        log.error(
-            "the data of %r could not be uploaded (%s); it is kept in %s (journal %s). "
-            "Copy it back into the mount or upload it with any S3 tool.",
-            self.key, reason, self.path, self.journal,
-        )
+        appended = self.record.get("appended")
+        if appended:
+            how = (f"Its first {appended} bytes are in the object already (the data file holds zeros there): "
+                   f"append the rest, from byte {appended} on, or copy the whole file from the mount.")
+        else:
+            how = "Copy it back into the mount or upload it with any S3 tool."
+        log.error("the data of %r could not be uploaded (%s); it is kept in %s (journal %s). %s",
+                  self.key, reason, self.path, self.journal, how)
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -263,23 +263,33 @@ class Writer:
         if end <= offset:
             return b""
         out = bytearray()
-        # (A snapshot: uploads change `local` while this waits for the server.)
-        for start, stop, here in list(self.local.pieces(offset, end)):
+        pos = offset
+        while pos < end:
+            # One piece at a time, looked up afresh: while this waits for the
+            # server, an append may free staged bytes (they are then in the
+            # object) and a write may stage new ones.
+            start, stop, here = next(self.local.pieces(pos, end))
             if here:
                 out += self._stage().pread(stop - start, start)
-                continue
-            clean_end = min(stop, self.base_limit)
-            if start < clean_end:
-                out += await self._get_base(start, clean_end)
-            if clean_end < stop:
-                out += bytes(stop - max(start, clean_end))
+            else:
+                clean_end = min(stop, self.base_limit)
+                if start < clean_end:
+                    out += await self._get_base(start, clean_end)
+                if clean_end < stop:
+                    out += bytes(stop - max(start, clean_end))
+            pos = stop
+            end = min(end, self.size)  # (truncated meanwhile: no bytes beyond the end)
         return bytes(out)
 
     async def _get_base(self, start: int, end: int) -> bytes | bytearray | memoryview:
-        try:
-            return await self.path.zos.get(self.path.ns.key(self.inode), start, end, if_match=self.base_etag or None)
-        except ZosError as err:
-            raise FsError(errno.EIO, f"reading the unchanged part of {self.key_at_start!r}: {err}") from None
+        while True:
+            etag = self.base_etag
+            try:
+                return await self.path.zos.get(self.path.ns.key(self.inode), start, end, if_match=etag or None)
+            except ZosError as err:
+                if err.code == "PreconditionFailed" and etag and self.base_etag != etag:
+                    continue  # this writer appended meanwhile: the bytes below are the same, the ETag is new
+                raise FsError(errno.EIO, f"reading the unchanged part of {self.key_at_start!r}: {err}") from None
 
     async def _fill(self, start: int, end: int) -> None:
         """Bring unchanged bytes of the object into staging (before re-uploading them)."""
@@ -447,7 +457,32 @@ class Writer:
         self.inode.remote, self.inode.appendable, self.inode.meta = True, True, meta
         self.inode.etag = next_append_etag(previous, result.etag) if previous is not None and result.etag else ""
         ns.remember(key, self.inode)
+        self._release_appended(start, start + length)
         self._uploaded(length)
+
+    def _release_appended(self, start: int, end: int) -> None:
+        """[start, end) was just appended: staging need not hold it any more
+        (reads and rebuilds fetch it from the object, like any unchanged
+        byte; see staging.py for why this matters). Only while the object
+        is still exactly the file's first `remote_len` bytes, under a known
+        ETag (recovery checks the object by it), and never bytes changed
+        meanwhile."""
+        staged = self.staged
+        if staged is None or self.remote_len is None or not self.inode.etag or not self.path.punch_ok:
+            return
+        end = min(end, self.remote_len, self.base_limit)
+        for s, e, dirty in list(self.dirty.pieces(start, end)):
+            if dirty:
+                continue
+            try:
+                freed = staged.release(s, e, self.remote_len, self.inode.etag)
+            except OSError as err:
+                freed = None
+                log.warning("punching uploaded data out of staging failed (%s); staging keeps it until close", err)
+            if freed is None:
+                self.path.punch_ok = False
+                return
+            self.local.remove(*freed)
 
     def _foreign_appends(self, start: int) -> None:
         """Someone else appended to the object: its first `start` bytes are
@@ -681,6 +716,7 @@ class WritePath:
         self.staging = staging
         self.opts = opts
         self.append_ok = append_ok
+        self.punch_ok = True  # whether staging can free what was appended (see staging.py)
         self.part_slots = trio.Semaphore(opts.upload_concurrency)
         self.nursery: trio.Nursery | None = None
         self.writers: set[Writer] = set()
