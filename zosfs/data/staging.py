@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 MAKE_ROOM_INTERVAL = 1.0  # seconds between calls of make_room while a writer waits for the budget
 PAGE = 4096
+PUNCH_MIN = 256 * 1024  # smaller ranges are not worth a filesystem transaction (and a journal write)
 FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
 
 
@@ -78,20 +79,28 @@ class StagedFile:
         self.path = os.path.join(directory, name + ".data")
         self.journal = os.path.join(directory, name + ".json")
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self.journal_fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self._journal_len = 0
         self.key = key
         # created: the object did not exist, so this file holds all of it.
         self.record: dict[str, Any] = {"key": key, "data": os.path.basename(self.path), "created": created}
         self.write_journal(state="writing")
 
     def write_journal(self, **fields: Any) -> None:
-        """Update what this file is for (atomically: write, then rename)."""
+        """Update what this file is for, in place with one write (a killed
+        daemon leaves the old text or the new, never a mix). Not by writing a
+        new file and renaming it over the old: on ext4 that rename flushes the
+        new file's blocks and cost 230 us against 16 us, three times per file
+        written; with small files it was most of the daemon's time."""
         self.record.update(fields, updated=time.time())
         if "key" in fields:
             self.key = fields["key"]
-        tmp = self.journal + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.record, f)
-        os.replace(tmp, self.journal)
+        text = json.dumps(self.record).encode()
+        # Shorter text is padded with spaces (JSON ignores them): no truncate
+        # that a kill could separate from the write.
+        padded = text.ljust(self._journal_len)
+        os.pwrite(self.journal_fd, padded, 0)
+        self._journal_len = len(padded)
 
     def pwrite(self, data: bytes | memoryview, offset: int) -> None:
         view = memoryview(data)
@@ -114,9 +123,12 @@ class StagedFile:
         free the whole pages of [start, end) below that. The journal says so
         first, so that recovery never takes the holes for data. Returns the
         range freed (None: the staging filesystem cannot punch holes)."""
+        start, end = -(-start // PAGE) * PAGE, min(end, appended) // PAGE * PAGE
+        if end - start < PUNCH_MIN:
+            return start, start
         if self.record.get("appended") != appended or self.record.get("etag") != etag:
             self.write_journal(appended=appended, etag=etag)
-        return punch_hole(self.fd, start, min(end, appended))
+        return punch_hole(self.fd, start, end)
 
     def discard(self) -> None:
         """The data is safely uploaded (or no longer wanted): remove both files."""
@@ -144,6 +156,9 @@ class StagedFile:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        if self.journal_fd >= 0:
+            os.close(self.journal_fd)
+            self.journal_fd = -1
 
 
 class Staging:
