@@ -114,7 +114,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help=f"minutes after which no run is repeated (default {BUDGET_MINUTES:.0f})")
     p.add_argument("--results", type=Path, default=RESULTS, help=f"results folder (default {RESULTS})")
     p.add_argument("--keep", action="store_true", help="keep the work directory (RGW, daemon logs) for post-mortems")
+    p.add_argument("--zosfs-options", default="", metavar="K=V,...",
+                   help="mount zosfs with these -o options too (for A/B runs; the report names them)")
     args = p.parse_args(argv)
+    try:
+        args.zosfs_options = dict(kv.split("=", 1) for kv in args.zosfs_options.split(",") if kv)
+    except ValueError:
+        p.error("--zosfs-options: expected K=V pairs separated by commas")
     args.only = [n.strip() for n in args.only.split(",") if n.strip()]
     args.workloads = [n.strip() for n in args.workloads.split(",") if n.strip()]
     for n in args.only:
@@ -221,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"work directory {workdir}; starting the local RGW")
         rgw.start()
         endpoint = Endpoint(rgw.endpoint, MAIN_USER.access_key, MAIN_USER.secret_key, REGION)
-        contenders = [CONTENDERS[n](endpoint, workdir) for n in CONTENDERS if n in args.only]
+        contenders = [Zosfs(endpoint, workdir, args.zosfs_options) if n == "zosfs" else CONTENDERS[n](endpoint, workdir)
+                      for n in CONTENDERS if n in args.only]
         log(f"RGW at {rgw.endpoint}; generating {sizes.big // 2**20} MiB of source data in {srcdir}")
         sources = Sources(srcdir, sizes)
         ctx = Context(endpoint, workdir, sources, sizes, log)
