@@ -252,6 +252,31 @@ def test_a_killed_daemons_partly_appended_file_is_kept_if_the_object_was_replace
     assert len(kept) == 1 and kept[0].read_bytes()[2 * MiB :] == pattern(MiB, 7)
 
 
+def test_a_killed_daemons_rewrite_below_the_appended_part_is_kept_not_appended(
+    bucket: str, s3, proxy: FaultProxy, tmp_path, make_mount
+) -> None:
+    """Truncated below what was appended and written again: staging is no
+    longer the rest of the object, so recovery must not append it to the
+    old bytes; it is kept, and the object stays as it was."""
+    staging = tmp_path / "staging"
+    options = {**SMALL, "staging_dir": str(staging)}
+    m = make_mount(bucket, endpoint=proxy.endpoint, options=options, check_log=False)
+    old = pattern(3 * MiB, 10)
+    f = open(m.path / "redo", "wb", buffering=0)
+    f.write(old)
+    os.fsync(f.fileno())
+    proxy.add_rule(Rule(op=UPLOADS, stall=True))
+    f.truncate(MiB)
+    f.seek(MiB)
+    f.write(pattern(3 * MiB, 11))
+    m.kill(f)
+    proxy.clear_rules()
+    m2 = make_mount(bucket, endpoint=proxy.endpoint, options=options, check_log=False)
+    assert "recovered 'redo'" not in m2.log_text()
+    assert get(s3, bucket, "redo") == old
+    assert list(staging.rglob("recovery/*.data")), m2.log_text()[-2000:]
+
+
 def test_a_killed_daemons_change_to_an_existing_object_goes_to_the_recovery_folder(
     bucket: str, s3, proxy: FaultProxy, tmp_path, make_mount
 ) -> None:

@@ -179,12 +179,18 @@ class Writer:
             self.staged = self.path.staging.create(self.path.ns.key(self.inode), self.created)
         return self.staged
 
-    def _changing(self) -> StagedFile:
-        """Staging, about to hold bytes the server lacks: the journal says so
-        (and under which key: the file may have been renamed)."""
+    def _changing(self, at: int) -> StagedFile:
+        """Staging, about to hold bytes the server lacks, from offset `at` on:
+        the journal says so (and under which key: the file may have been
+        renamed). A change below the bytes freed after appends means staging
+        is no longer "the rest of the object" (recovery would append it to
+        the old bytes): from then on it counts as a change to an existing
+        object, which recovery keeps for a person to decide."""
         staged = self._stage()
         if staged.record.get("state") != "writing":
             staged.write_journal(key=self.path.ns.key(self.inode), state="writing")
+        if staged.record.get("created") and at < staged.record.get("appended", 0):
+            staged.write_journal(created=False)
         return staged
 
     def _touch(self, start: int, end: int) -> None:
@@ -217,7 +223,7 @@ class Writer:
         await self.path.staging.reserve(len(data), self.path.make_room)
         self.charged += len(data)
         end = offset + len(data)
-        staged = self._changing()
+        staged = self._changing(offset)
         if end > self.size:
             self.size = end
             self.inode.size = end
@@ -254,7 +260,7 @@ class Writer:
     async def truncate(self, size: int) -> None:
         if size == self.size:
             return
-        staged = self._changing()
+        staged = self._changing(min(size, self.size))
         staged.truncate(size)
         if size < self.size:
             self.local.remove(size, self.size)
