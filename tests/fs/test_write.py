@@ -521,6 +521,53 @@ def test_a_reader_sees_what_a_writer_appends(bucket: str, s3, make_mount) -> Non
         assert r.read() == expected + b"more"
 
 
+def test_reading_the_appended_part_while_appends_go_on(bucket: str, s3, make_mount) -> None:
+    """The appended start of a growing file is read from the object (staging
+    freed it) while the writer's appends keep changing the object's ETag:
+    every read returns the right bytes, none fails. (A small staging budget
+    keeps the appends small and frequent.)"""
+    m = make_mount(bucket, options={**SMALL, "staging_size": "8M"})
+    path = m.path / "growing"
+    block = pattern(MiB, 12)
+    done = threading.Event()
+    failures: list[object] = []
+    reads = 0
+
+    def reader() -> None:
+        nonlocal reads
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            while not done.is_set():
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # (so that reads reach the daemon)
+                try:
+                    data = os.pread(fd, 65536, 0)
+                except OSError as err:
+                    failures.append(err)
+                    continue
+                reads += 1
+                if data != block[: len(data)]:
+                    failures.append(f"{len(data)} bytes read differ")
+        finally:
+            os.close(fd)
+
+    with open(path, "wb", buffering=0) as w:
+        w.write(block)
+        os.fsync(w.fileno())
+        t = threading.Thread(target=reader)
+        t.start()
+        try:
+            blocks = 1
+            while reads < 40 and blocks < 400:
+                w.write(block)
+                blocks += 1
+        finally:
+            done.set()
+            t.join()
+    assert not failures, failures[:3]
+    assert reads >= 5, f"only {reads} reads while {blocks} MiB were written"
+    assert s3.head_object(Bucket=bucket, Key="growing")["ContentLength"] == blocks * MiB
+
+
 def test_reads_while_another_thread_rewrites_a_large_file(bucket: str, s3, make_mount) -> None:
     """A reader on the same mount, while a writer overwrites parts of a large
     file in random order (parts go out in the background meanwhile): bytes
