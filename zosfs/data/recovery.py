@@ -71,7 +71,9 @@ async def _recover_one(zos: ZosClient, staging: Staging, record: dict[str, Any])
             return
         if info is None and size <= MAX_PUT:
             await zos.put(key, FileRegion(fd, 0, size))
-        elif info is not None and info.appendable and info.size <= size and await _is_prefix(zos, key, fd, info.size, appended):
+        elif info is not None and info.appendable and info.size <= size and (
+            appended or await _is_prefix(zos, key, fd, info.size)  # (with `appended`, checked just above)
+        ):
             if size > info.size:
                 opts = WriteOptions(metadata=info.metadata, content_type=info.content_type)
                 await zos.append(key, info.size, FileRegion(fd, info.size, size - info.size), opts)

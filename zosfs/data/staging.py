@@ -15,7 +15,8 @@ hundreds of MiB/s then holds a few chunks of page cache rather than all of
 itself until close, and the kernel hands the same (already mapped) pages
 back for the next chunk. On a VM, fresh page-cache pages cost a host page
 fault each; writing a 1 GiB file through staging took 1-2 CPU seconds of
-page faults before this, about 0.1 s after it. The journal then records how
+page faults before this; after it, copying into staging is 6% of the
+daemon's profile of such a write. The journal then records how
 much of the file the object holds (`appended`, with its ETag), so recovery
 knows that the holes below that are in the bucket, not lost.
 """
@@ -58,11 +59,8 @@ _fallocate = _libc_fallocate()
 
 
 def punch_hole(fd: int, start: int, end: int) -> tuple[int, int] | None:
-    """Free the whole pages of [start, end) in a file (reads return zeros
-    there); returns the range freed, or None where the filesystem cannot."""
-    start, end = -(-start // PAGE) * PAGE, end // PAGE * PAGE
-    if end <= start:
-        return start, start
+    """Free [start, end) of a file, whole pages (reads return zeros there);
+    returns the range freed, or None where the filesystem cannot."""
     if _fallocate is None or _fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, start, end - start) != 0:
         code = ctypes.get_errno() if _fallocate is not None else errno.ENOSYS
         if code in (errno.EOPNOTSUPP, errno.ENOSYS):
@@ -146,7 +144,7 @@ class StagedFile:
         appended = self.record.get("appended")
         if appended:
             how = (f"Its first {appended} bytes are in the object already (the data file holds zeros there): "
-                   f"append the rest, from byte {appended} on, or copy the whole file from the mount.")
+                   f"append the rest to the object, from byte {appended} on.")
         else:
             how = "Copy it back into the mount or upload it with any S3 tool."
         log.error("the data of %r could not be uploaded (%s); it is kept in %s (journal %s). %s",
