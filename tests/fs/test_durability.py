@@ -246,7 +246,7 @@ def test_a_killed_daemons_partly_appended_file_is_kept_if_the_object_was_replace
     s3.put_object(Bucket=bucket, Key="gone", Body=b"someone else's")
     m2 = make_mount(bucket, endpoint=proxy.endpoint, options=options, check_log=False)
     log = m2.log_text()
-    assert "its first 2097152 bytes were appended to the object, which has changed since" in log, log[-2000:]
+    assert "its first 2097152 bytes were stored in the object, which has changed since" in log, log[-2000:]
     assert get(s3, bucket, "gone") == b"someone else's"
     kept = list(staging.rglob("recovery/*.data"))
     assert len(kept) == 1 and kept[0].read_bytes()[2 * MiB :] == pattern(MiB, 7)
@@ -338,4 +338,62 @@ def test_a_killed_daemons_multipart_upload_is_aborted_by_the_next_mount(
     m.kill(f)
     proxy.clear_rules()
     make_mount(bucket, endpoint=proxy.endpoint, options=options)
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+
+def write_until_parts_leave_staging(path: os.PathLike[str] | str, data: bytes, staging: Any) -> Any:
+    """Write a new file past multipart_threshold (kept open) until the parts
+    log names parts that were freed from staging: from then on only the
+    multipart upload holds those bytes."""
+    f = open(path, "wb", buffering=0)
+    for start in range(0, len(data), MiB):
+        f.write(data[start : start + MiB])
+    wait_for(lambda: any(p.stat().st_size for p in staging.rglob("*.parts")), timeout=30)
+    return f
+
+
+def test_a_killed_daemons_large_file_whose_parts_left_staging_is_completed_by_the_next_mount(
+    bucket: str, s3, proxy: FaultProxy, tmp_path, make_mount
+) -> None:
+    """The next mount completes the dead daemon's multipart upload (never
+    aborts it: its freed parts are the only copy of those bytes) with the
+    appended start, copied on the server, and the rest from staging."""
+    staging = tmp_path / "staging"
+    options = {**SMALL, "staging_dir": str(staging)}
+    m = make_mount(bucket, endpoint=proxy.endpoint, options=options, check_log=False)
+    data = pattern(50 * MiB + 99, 16)
+    f = write_until_parts_leave_staging(m.path / "large", data, staging)
+    m.kill(f)
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    m2 = make_mount(bucket, endpoint=proxy.endpoint, options=options)
+    assert "recovered 'large'" in m2.log_text()
+    assert get(s3, bucket, "large") == data
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    assert not list(staging.rglob("*.data")) and not list(staging.rglob("*.parts"))
+
+
+def test_a_failed_close_keeps_the_upload_that_holds_freed_parts(bucket: str, s3, proxy: FaultProxy, tmp_path,
+                                                                 make_mount) -> None:
+    """close() of a large new file fails (EIO) while the server refuses
+    uploads: the multipart upload holding its freed parts is not aborted,
+    the log names it with the staging file, and the next mount completes it."""
+    staging = tmp_path / "staging"
+    options = {**SMALL, "staging_dir": str(staging)}
+    m = make_mount(bucket, endpoint=proxy.endpoint, options=options, check_log=False)
+    data = pattern(40 * MiB + 5, 17)
+    f = write_until_parts_leave_staging(m.path / "held", data, staging)
+    down = proxy.add_rule(Rule(op=UPLOADS, status=503))
+    with pytest.raises(OSError) as info:
+        f.close()
+    assert info.value.errno == errno.EIO
+    still_serving(m)
+    wait_for(lambda: kept_files(m.log_text(), "held"))
+    assert "do not abort that upload" in m.log_text()
+    [upload] = s3.list_multipart_uploads(Bucket=bucket)["Uploads"]
+    assert upload["Key"] == "held" and upload["UploadId"] in m.log_text()
+    proxy.remove_rule(down)
+    m.unmount()
+    m2 = make_mount(bucket, endpoint=proxy.endpoint, options=options)
+    assert "recovered 'held'" in m2.log_text()
+    assert get(s3, bucket, "held") == data
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")

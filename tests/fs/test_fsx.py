@@ -56,6 +56,7 @@ class Fsx:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         self.writable = True
         self.o_append = False
+        self.max_size = MAX_SIZE
         self.history: list[str] = []
 
     def note(self, text: str) -> None:
@@ -93,12 +94,12 @@ class Fsx:
         else:
             offset = rng.randrange(size + 1)
         length = rng.choice([1, 7, 512, 4 * KiB, 60 * KiB, 256 * KiB, 1 * MiB, 3 * MiB])
-        if offset >= MAX_SIZE - 1 or (self.o_append and size >= MAX_SIZE - 1):
+        if offset >= self.max_size - 1 or (self.o_append and size >= self.max_size - 1):
             return self.truncate()
-        length = max(1, min(length, MAX_SIZE - offset))
+        length = max(1, min(length, self.max_size - offset))
         if self.o_append:
             offset = size  # (Linux: pwrite on an O_APPEND file writes at the end, whatever the offset)
-            length = max(1, min(length, MAX_SIZE - offset))
+            length = max(1, min(length, self.max_size - offset))
         data = rng.randbytes(length)
         self.note(f"write {length} at {offset} (size {size})")
         assert os.pwrite(self.fd, data, offset) == length
@@ -108,7 +109,7 @@ class Fsx:
 
     def truncate(self) -> None:
         size = len(self.model)
-        new = self.rng.choice([0, size // 2, max(0, size - 1), size + 1, self.rng.randrange(MAX_SIZE)])
+        new = self.rng.choice([0, size // 2, max(0, size - 1), size + 1, self.rng.randrange(self.max_size)])
         self.note(f"truncate {size} -> {new}")
         os.ftruncate(self.fd, new)
         if new < size:
@@ -140,10 +141,7 @@ class Fsx:
         if how == "recreate":
             # A new file written sequentially is stored by append upload:
             # what follows then works on an appendable object.
-            os.unlink(self.path)
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-            for start in range(0, len(self.model), MiB):
-                os.write(self.fd, self.model[start : start + MiB])
+            self.recreate()
         else:
             flags = {"rw": os.O_RDWR, "append": os.O_RDWR | os.O_APPEND, "readonly": os.O_RDONLY,
                      "trunc": os.O_RDWR | os.O_TRUNC}[how]
@@ -159,6 +157,13 @@ class Fsx:
             self.model += data
         if os.fstat(self.fd).st_size != len(self.model):
             raise AssertionError(self.fail(f"size {os.fstat(self.fd).st_size} after reopen, model {len(self.model)}"))
+
+    def recreate(self) -> None:
+        """Unlink the (closed) file and write the model as a new one, sequentially."""
+        os.unlink(self.path)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        for start in range(0, len(self.model), MiB):
+            os.write(self.fd, self.model[start : start + MiB])
 
     def step(self) -> None:
         r = self.rng.random()
@@ -200,4 +205,39 @@ def test_fsx(bucket: str, s3, proxy: FaultProxy, make_mount) -> None:
     while json.loads(os.getxattr(m.path, "user.zosfs.stats"))["staging_reserved"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert json.loads(os.getxattr(m.path, "user.zosfs.stats"))["staging_reserved"] == 0
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_fsx_on_large_new_files_whose_parts_left_staging(bucket: str, s3, proxy: FaultProxy, make_mount) -> None:
+    """The same operations on new files written sequentially past
+    multipart_threshold, started once their uploaded parts have left staging
+    (the multipart upload is then their only copy): a read of such a part, a
+    write into it or a truncate below it completes that upload first, and
+    every byte must still be the model's."""
+    m = make_mount(bucket, endpoint=proxy.endpoint, options=OPTIONS)
+    rng = random.Random(SEED)
+    fsx = Fsx(m, s3, rng)
+    fsx.max_size = 40 * MiB
+    try:
+        for _ in range(3):
+            os.close(fsx.fd)
+            fsx.model = bytearray(rng.randbytes(36 * MiB))
+            fsx.note("recreate (36 MiB)")
+            fsx.recreate()
+            fsx.writable, fsx.o_append = True, False
+            [staged] = [p for p in (m.cache_dir / "staging").rglob("*.data")]
+            deadline = time.monotonic() + 30
+            while staged.stat().st_blocks * 512 > 12 * MiB:
+                assert time.monotonic() < deadline, f"{staged.stat().st_blocks * 512} bytes still staged"
+                time.sleep(0.02)
+            os.posix_fadvise(fsx.fd, 0, 0, os.POSIX_FADV_DONTNEED)  # (reads reach the daemon)
+            for _ in range(max(10, OPS // 10)):
+                fsx.step()
+    except BaseException:
+        os.close(fsx.fd)
+        raise
+    fsx.close()
+    with open(fsx.path, "rb") as f:
+        assert f.read() == bytes(fsx.model)
+    assert m.log_text().count("completed the upload of the first") >= 2, "no freed part was ever read or changed"
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []

@@ -176,6 +176,88 @@ def test_appended_data_leaves_staging_while_the_file_is_still_open(bucket: str, 
     assert appendable(s3, bucket, "stream")
 
 
+def test_uploaded_parts_of_a_large_new_file_leave_staging_and_stay_readable(bucket: str, s3, make_mount) -> None:
+    """Past multipart_threshold a new file goes on by parallel multipart
+    upload, and every part that went out is freed from staging (the upload
+    holds it). A read of such a part, or a write into it, first completes the
+    upload up to there (the object then holds those bytes): both see and keep
+    exactly the file's bytes."""
+    m = make_mount(bucket, options=SMALL)
+    data = bytearray(pattern(60 * MiB + 4321, 12))
+    with open(m.path / "big", "w+b", buffering=0) as f:
+        for pos in range(0, len(data), MiB):
+            f.write(data[pos : pos + MiB])
+        [staged] = [p for p in staging_files(m) if p.endswith(".data")]
+        assert wait_until(lambda: os.stat(staged).st_blocks * 512 <= 16 * MiB, timeout=30), (
+            f"{os.stat(staged).st_blocks * 512} bytes still staged")
+        assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads"), "no upload holds the freed parts"
+        before = s3.head_object(Bucket=bucket, Key="big")["ContentLength"]
+        assert before <= 24 * MiB + MiB  # the appended start only, so far
+        drop_page_cache()
+        assert os.pread(f.fileno(), MiB, 40 * MiB) == data[40 * MiB : 41 * MiB]
+        # The upload was completed up to there: the object holds the bytes read.
+        assert s3.head_object(Bucket=bucket, Key="big")["ContentLength"] >= 41 * MiB
+        os.pwrite(f.fileno(), b"X" * 100, 30 * MiB + 5)  # into a part that was uploaded
+        data[30 * MiB + 5 : 30 * MiB + 105] = b"X" * 100
+        f.seek(0, os.SEEK_END)
+        f.write(b"end")
+        data += b"end"
+        drop_page_cache()
+        f.seek(0)
+        assert f.read() == data
+    assert get(s3, bucket, "big") == data
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    assert wait_staging_empty(m)["staging_reserved"] == 0
+    assert staging_files(m) == []
+    assert "completed the upload of the first" in m.log_text()
+
+
+def test_truncating_and_unlinking_a_large_new_file_whose_parts_left_staging(bucket: str, s3, make_mount) -> None:
+    """Truncation below freed parts keeps every byte below the new end; an
+    unlinked file whose parts left staging still reads whole through the
+    handle that has it open, and nothing of it stays in the bucket."""
+    m = make_mount(bucket, options=SMALL)
+    data = pattern(50 * MiB, 13)
+    with open(m.path / "cut", "w+b", buffering=0) as f:
+        for pos in range(0, len(data), MiB):
+            f.write(data[pos : pos + MiB])
+        [staged] = [p for p in staging_files(m) if p.endswith(".data")]
+        assert wait_until(lambda: os.stat(staged).st_blocks * 512 <= 16 * MiB, timeout=30)
+        os.ftruncate(f.fileno(), 33 * MiB + 7)
+    assert get(s3, bucket, "cut") == data[: 33 * MiB + 7]
+    with open(m.path / "gone", "w+b", buffering=0) as f:
+        for pos in range(0, len(data), MiB):
+            f.write(data[pos : pos + MiB])
+        [staged] = [p for p in staging_files(m) if p.endswith(".data")]
+        assert wait_until(lambda: os.stat(staged).st_blocks * 512 <= 16 * MiB, timeout=30)
+        os.unlink(m.path / "gone")
+        drop_page_cache()
+        f.seek(0)
+        assert f.read() == data
+    assert wait_until(lambda: not exists_key(s3, bucket, "gone"))
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    assert wait_staging_empty(m)["staging_reserved"] == 0
+    assert staging_files(m) == []
+
+
+def test_an_appendable_file_grown_past_multipart_threshold_stays_appendable(bucket: str, s3, proxy: FaultProxy,
+                                                                            make_mount) -> None:
+    """multipart_threshold is for new files: `>>` to an appendable object
+    that is or becomes larger appends only the new bytes, never copies it."""
+    m = make_mount(bucket, endpoint=proxy.endpoint, options=SMALL)
+    first, more = pattern(20 * MiB, 14), pattern(10 * MiB, 15)
+    write_file(m.path / "log", first)
+    assert appendable(s3, bucket, "log")
+    proxy.reset_stats()
+    with open(m.path / "log", "ab", buffering=0) as f:
+        for pos in range(0, len(more), MiB):
+            f.write(more[pos : pos + MiB])
+    assert get(s3, bucket, "log") == first + more
+    assert appendable(s3, bucket, "log")
+    ops = proxy.stats
+    assert not {"UploadPartCopy", "CopyObject", "CreateMultipartUpload"} & set(ops), ops
+
+
 def test_one_gib_file_with_default_options(bucket: str, s3, make_mount) -> None:
     size = 1024 * MiB
     block = pattern(MiB, 99)
@@ -682,10 +764,15 @@ def test_writers_wait_for_the_staging_budget(bucket: str, s3, make_mount) -> Non
     assert wait_staging_empty(m)["staging_reserved"] == 0
 
 
-def test_a_streaming_writer_waits_while_its_appends_lag_far_behind(bucket: str, s3, proxy: FaultProxy, make_mount) -> None:
-    """A writer faster than its appends is held about 128 MiB ahead of them
-    (not the whole 4 GiB staging budget), and goes on when they do."""
-    m = make_mount(bucket, endpoint=proxy.endpoint)
+@pytest.mark.parametrize("upload", ["append", "multipart"])
+def test_a_streaming_writer_waits_while_its_uploads_lag_far_behind(bucket: str, s3, proxy: FaultProxy, make_mount,
+                                                                  upload: str) -> None:
+    """A writer faster than its uploads is held about 128 MiB ahead of them
+    (not the whole 4 GiB staging budget), and goes on when they do: appends
+    (a file kept below multipart_threshold), or the parts of a new file past
+    it (64 MiB by default, appended, then 128 MiB ahead of the parts)."""
+    options = {"multipart_threshold": "1G"} if upload == "append" else {}
+    m = make_mount(bucket, endpoint=proxy.endpoint, options=options)
     block = pattern(MiB, 8)
     total = 300
     written = 0
@@ -697,7 +784,7 @@ def test_a_streaming_writer_waits_while_its_appends_lag_far_behind(bucket: str, 
                 f.write(block)
                 written += 1
 
-    proxy.add_rule(Rule(op="AppendObject", stall=True))
+    proxy.add_rule(Rule(op="AppendObject" if upload == "append" else "UploadPart", stall=True))
     t = threading.Thread(target=writer)
     t.start()
     time.sleep(4)
@@ -706,13 +793,14 @@ def test_a_streaming_writer_waits_while_its_appends_lag_far_behind(bucket: str, 
     proxy.clear_rules()
     t.join(120)
     assert not t.is_alive()
-    assert 100 <= held <= 130, f"{held} MiB written while no append got through"
-    assert reserved <= 130 * MiB
+    low, high = (100, 130) if upload == "append" else (128, 195)
+    assert low <= held <= high, f"{held} MiB written while no {upload} got through"
+    assert reserved <= high * MiB
     digest = hashlib.md5()
     for chunk in s3.get_object(Bucket=bucket, Key="fast")["Body"].iter_chunks(8 * MiB):
         digest.update(chunk)
     assert digest.hexdigest() == hashlib.md5(block * total).hexdigest()
-    assert appendable(s3, bucket, "fast")
+    assert appendable(s3, bucket, "fast") == (upload == "append")
 
 
 def test_truncate_and_rewrite_while_an_append_is_on_its_way(bucket: str, s3, proxy: FaultProxy, make_mount) -> None:

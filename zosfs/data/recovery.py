@@ -4,14 +4,19 @@ Every staging file has a journal (see staging.py) naming its key, whether the
 file was new (staging then holds all of it, from byte 0), its state, and a
 multipart upload in progress. At mount time, before anything is served:
 
-- a multipart upload named in a journal is aborted (its parts cost space);
+- a multipart upload named in a journal is aborted (its parts cost space),
+  unless the parts log names parts of it that were freed from staging: they
+  are then the only copy of those bytes, and the upload is completed with
+  them, the bytes the object held before it (copied on the server) and the
+  rest from staging, provided the key still holds what it held then;
 - data already uploaded (state "uploaded") is removed;
 - a new file's data is uploaded if that cannot replace anything: the key is
-  free, or holds the appendable prefix of this very data that the dead daemon
-  had already appended (the rest is appended). Staging may have holes where
-  appended bytes were freed; the journal then names how many (`appended`)
-  and the object's ETag after them, and the object must still be that one
-  (or that one plus further appends of the staged bytes);
+  free, or holds the prefix of this very data that the dead daemon had
+  already stored (the rest is appended, or, when the object is not
+  appendable, the object is rebuilt by multipart upload). Staging may have
+  holes where stored bytes were freed; the journal then names how many
+  (`appended`) and the object's ETag after them, and the object must still be
+  that one (or that one plus further appends of the staged bytes);
 - everything else (changes to an existing object, whose unchanged parts are
   not in staging; a key someone else has written meanwhile) is moved to the
   `recovery` folder beside staging, and the log says where, so a person can
@@ -21,19 +26,23 @@ multipart upload in progress. At mount time, before anything is served:
 from __future__ import annotations
 
 import errno
+import json
 import logging
+import math
 import os
 import shutil
 from typing import Any
 
 from zosfs.data.staging import Staging
-from zosfs.zos import FileRegion, ObjectInfo, WriteOptions, ZosClient, ZosError
+from zosfs.zos import FileRegion, ObjectInfo, Part, WriteOptions, ZosClient, ZosError
 
 log = logging.getLogger(__name__)
 
 MiB = 1 << 20
 COMPARE_CHUNK = 8 * MiB
 MAX_PUT = 5 << 30
+MIN_PART = 5 * MiB
+MAX_PARTS = 10_000
 
 
 async def recover(zos: ZosClient, staging: Staging) -> None:
@@ -47,8 +56,10 @@ async def recover(zos: ZosClient, staging: Staging) -> None:
 
 async def _recover_one(zos: ZosClient, staging: Staging, record: dict[str, Any]) -> None:
     key, path = record.get("key", ""), record["path"]
-    if record.get("upload_id"):
-        await zos.abort_quietly(key, record["upload_id"])
+    upload_id = record.get("upload_id") or None
+    freed = _freed_parts(record) if upload_id and record.get("state") != "uploaded" else {}
+    if upload_id and not freed:
+        await zos.abort_quietly(key, upload_id)
     if record.get("state") == "uploaded" or not os.path.exists(path):
         _remove(record)
         return
@@ -63,10 +74,13 @@ async def _recover_one(zos: ZosClient, staging: Staging, record: dict[str, Any])
         if err.errno != errno.ENOENT:
             raise
         info = None
+    if freed or (appended and info is not None and not info.appendable):
+        await _rebuild(zos, staging, record, info, size, freed)
+        return
     fd = os.open(path, os.O_RDONLY)
     try:
         if appended and not await _holds_the_appended_bytes(zos, key, info, fd, appended, record.get("etag", ""), size):
-            _keep(staging, record, f"its first {appended} bytes were appended to the object, which has changed since; "
+            _keep(staging, record, f"its first {appended} bytes were stored in the object, which has changed since; "
                   "the data file holds zeros there")
             return
         if info is None and size <= MAX_PUT:
@@ -83,6 +97,67 @@ async def _recover_one(zos: ZosClient, staging: Staging, record: dict[str, Any])
     finally:
         os.close(fd)
     log.warning("recovered %r: uploaded the %d bytes a daemon that stopped had not uploaded", key, size)
+    _remove(record)
+
+
+def _freed_parts(record: dict[str, Any]) -> dict[int, str]:
+    """Parts of the journal's upload that were freed from staging (part
+    number -> ETag), from the parts log (a torn last line is no part: the
+    log is written before the part is freed)."""
+    freed: dict[int, str] = {}
+    try:
+        with open(record["parts_path"], encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return freed
+    for line in lines:
+        try:
+            entry = json.loads(line)
+            if entry["upload_id"] == record["upload_id"]:
+                freed[int(entry["part"])] = str(entry["etag"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return freed
+
+
+async def _rebuild(zos: ZosClient, staging: Staging, record: dict[str, Any], info: ObjectInfo | None, size: int,
+                   freed: dict[int, str]) -> None:
+    """Store a new file whose bytes are partly in the object (its first
+    `appended`, unchanged since), partly in freed parts of the journal's
+    upload, and the rest in staging, by completing a multipart upload (that
+    one, or a new one)."""
+    key, appended, etag = record.get("key", ""), int(record.get("appended") or 0), record.get("etag", "")
+    if appended and (info is None or info.size != appended or not etag or info.etag != etag):
+        _keep(staging, record, f"its first {appended} bytes were stored in the object, which has changed since; "
+              "the data file holds zeros there")
+        return
+    if not appended and info is not None:
+        _keep(staging, record, "its key now holds other data")
+        return
+    upload_id, part_size = record.get("upload_id"), int(record.get("part_size") or 0)
+    if not freed or not upload_id or part_size < MIN_PART:
+        part_size = max(8 * MiB, math.ceil(size / MAX_PARTS / MiB) * MiB)
+        opts = WriteOptions(metadata=info.metadata, content_type=info.content_type) if info is not None else None
+        upload_id = await zos.create_multipart(key, opts)
+    parts = []
+    fd = os.open(record["path"], os.O_RDWR)
+    try:
+        for n in range(max(1, math.ceil(size / part_size))):
+            start, end = n * part_size, min(size, (n + 1) * part_size)
+            if n + 1 in freed:
+                parts.append(Part(n + 1, freed[n + 1]))
+            elif end <= appended and (end - start >= MIN_PART or end == size):
+                parts.append(Part(n + 1, await zos.upload_part_copy(key, upload_id, n + 1, key, start, end, etag)))
+            else:
+                if start < appended:  # (staging has a hole there)
+                    os.pwrite(fd, bytes(await zos.get(key, start, appended, if_match=etag)), start)
+                region = FileRegion(fd, start, end - start)
+                parts.append(Part(n + 1, await zos.upload_part(key, upload_id, n + 1, region)))
+    finally:
+        os.close(fd)
+    await zos.complete_multipart(key, upload_id, parts)
+    log.warning("recovered %r: completed a multipart upload of the %d bytes a daemon that stopped had not "
+                "finished uploading", key, size)
     _remove(record)
 
 
@@ -108,7 +183,7 @@ async def _is_prefix(zos: ZosClient, key: str, fd: int, length: int, start_at: i
 
 
 def _remove(record: dict[str, Any]) -> None:
-    for path in (record["path"], record["journal"]):
+    for path in (record["path"], record["journal"], record.get("parts_path", "")):
         try:
             os.unlink(path)
         except FileNotFoundError:
@@ -119,9 +194,12 @@ def _keep(staging: Staging, record: dict[str, Any], why: str) -> None:
     """Move the data to the recovery folder and say so."""
     folder = os.path.join(os.path.dirname(staging.directory), "recovery")
     os.makedirs(folder, mode=0o700, exist_ok=True)
+    if record.get("upload_id") and record.get("parts_path") and _freed_parts(record):
+        why += (f"; multipart upload {record['upload_id']} holds the bytes the data file has zeros for "
+                "(its parts are listed in the .parts file): complete it with them, or abort it")
     moved = []
-    for path in (record["path"], record["journal"]):
-        if os.path.exists(path):
+    for path in (record["path"], record["journal"], record.get("parts_path", "")):
+        if path and os.path.exists(path):
             target = os.path.join(folder, os.path.basename(path))
             shutil.move(path, target)
             moved.append(target)

@@ -76,7 +76,9 @@ class StagedFile:
         name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
         self.path = os.path.join(directory, name + ".data")
         self.journal = os.path.join(directory, name + ".json")
+        self.parts = os.path.join(directory, name + ".parts")
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self.parts_fd = -1
         self.journal_fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         self._journal_len = 0
         self.key = key
@@ -128,10 +130,28 @@ class StagedFile:
             self.write_journal(appended=appended, etag=etag)
         return punch_hole(self.fd, start, end)
 
+    def free_part(self, upload_id: str, number: int, etag: str, start: int, end: int) -> tuple[int, int] | None:
+        """Part `number` of multipart upload `upload_id` holds [start, end) of
+        the file (whole pages): note that in the parts log, then free those
+        pages. The log is only ever appended to, one line per part (a journal
+        rewritten per part would cost the square of the parts in a large
+        file); recovery completes the upload with the parts it names, which
+        are then the only copy of those bytes."""
+        if self.parts_fd < 0:
+            self.parts_fd = os.open(self.parts, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        line = json.dumps({"upload_id": upload_id, "part": number, "etag": etag}) + "\n"
+        os.write(self.parts_fd, line.encode())
+        return punch_hole(self.fd, start, end)
+
+    def forget_parts(self) -> None:
+        """The upload whose parts the log names is complete (or gone)."""
+        if self.parts_fd >= 0:
+            os.ftruncate(self.parts_fd, 0)
+
     def discard(self) -> None:
-        """The data is safely uploaded (or no longer wanted): remove both files."""
+        """The data is safely uploaded (or no longer wanted): remove its files."""
         self.close()
-        for path in (self.path, self.journal):
+        for path in (self.path, self.journal, self.parts):
             try:
                 os.unlink(path)
             except FileNotFoundError:
@@ -142,9 +162,14 @@ class StagedFile:
         self.write_journal(state="failed", reason=reason)
         self.close()
         appended = self.record.get("appended")
-        if appended:
-            how = (f"Its first {appended} bytes are in the object already (the data file holds zeros there): "
-                   f"append the rest to the object, from byte {appended} on.")
+        upload_id = self.record.get("upload_id")
+        if upload_id and os.path.exists(self.parts) and os.path.getsize(self.parts):
+            how = (f"Some of its bytes are only in multipart upload {upload_id} (its parts are listed in "
+                   f"{self.parts}; the data file holds zeros there): do not abort that upload. The next mount "
+                   "completes it from those parts and this file.")
+        elif appended:
+            how = (f"Its first {appended} bytes are in the object already (the data file holds zeros there); "
+                   f"the rest follows from byte {appended} on.")
         else:
             how = "Copy it back into the mount or upload it with any S3 tool."
         log.error("the data of %r could not be uploaded (%s); it is kept in %s (journal %s). %s",
@@ -157,6 +182,9 @@ class StagedFile:
         if self.journal_fd >= 0:
             os.close(self.journal_fd)
             self.journal_fd = -1
+        if self.parts_fd >= 0:
+            os.close(self.parts_fd)
+            self.parts_fd = -1
 
 
 class Staging:
@@ -217,5 +245,6 @@ class Staging:
                 continue
             record["journal"] = os.path.join(self.directory, name)
             record["path"] = os.path.join(self.directory, record.get("data", ""))
+            record["parts_path"] = os.path.join(self.directory, name[: -len(".json")] + ".parts")
             found.append(record)
         return found

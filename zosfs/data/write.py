@@ -10,9 +10,11 @@ out depends on that relation:
   file written sequentially, `>>` on an appendable object), new bytes go out
   by append upload as they arrive, in chunks that grow from `append_chunk`
   to 64 MiB. Only new bytes ever cross the wire, and a growing log can be
-  read by others while it is written. A file that grows past
-  `multipart_threshold` leaves append mode; what was appended by then is
-  carried over into the multipart upload by upload-part-copy.
+  read by others while it is written. A new file that grows past
+  `multipart_threshold` leaves append mode (an appendable object that existed
+  before never does); what was appended by then is carried over into the
+  multipart upload by upload-part-copy, and each part uploaded from staging is
+  freed there (`_free_part`), as appended bytes are.
 - Replace mode (anything else: overwrites, truncation, non-appendable
   objects, buckets without append). The object is replaced only when the new
   content is complete: files up to `rewrite_threshold` by one PUT (unchanged
@@ -104,6 +106,12 @@ class Multipart:
     done: dict[int, tuple[int, str]] = field(default_factory=dict)  # part -> (generation, etag)
     busy: dict[int, trio.Event] = field(default_factory=dict)  # parts being uploaded
 
+    def uploaded(self) -> int:
+        """How many parts the upload has, or is getting (counted up to the
+        last one): RGW completes an upload only with every part it holds, so
+        no completion may leave one out (S3 would simply drop it)."""
+        return max(max(self.done, default=-1), max(self.busy, default=-1)) + 1
+
 
 class Writer:
     """The unflushed state of one file (see the module docstring).
@@ -147,7 +155,11 @@ class Writer:
         self.parts_checked = 0  # parts below this were looked at for background upload
         self.append_scheduled = False
         self.appends_failing = False  # the last append attempt failed
-        self._appended = trio.Event()  # set (and replaced) whenever an append succeeds
+        self._progress = trio.Event()  # set (and replaced) whenever an append or a part upload succeeds
+        # Parts of the multipart upload that were freed from staging: only
+        # that upload holds those bytes (see _free_part).
+        self.freed = RangeSet()
+        self.freed_bytes = 0
         self.charged = 0  # bytes of the staging budget this writer holds
         self.error: ZosError | FsError | None = None
         self.lock = trio.Lock()
@@ -221,6 +233,12 @@ class Writer:
     async def write(self, offset: int, data: bytes) -> int:
         self.error = None  # a new write is a new chance for background uploads
         await self.path.staging.reserve(len(data), self.path.make_room)
+        try:
+            await self._before_change(offset)
+        except BaseException:
+            self.path.staging.release(len(data))
+            raise
+        # (From here on nothing awaits until the change is staged and noted.)
         self.charged += len(data)
         end = offset + len(data)
         staged = self._changing(offset)
@@ -232,7 +250,9 @@ class Writer:
         self.dirty.add(offset, end)
         if self.remote_len is not None and offset < self.remote_len + self.appending:
             self._leave_append_mode("a write below what was already appended")
-        if self.remote_len is not None and self.size > self.path.opts.multipart_threshold:
+        if self.remote_len is not None and self.created and self.size > self.path.opts.multipart_threshold:
+            # (Only new files: an appendable object that was there before
+            # stays appendable, and is never copied to add to it.)
             self._leave_append_mode("past multipart_threshold")
         self._touch(offset, end)
         self.frontier = end
@@ -240,6 +260,18 @@ class Writer:
         self._kick()
         await self._keep_pace()
         return len(data)
+
+    async def _before_change(self, at: int) -> None:
+        """A change from `at` on is coming: if parts at or beyond it were freed
+        from staging, complete the upload that holds them first, so that the
+        object has them (a part cannot be partly rewritten, and staging is
+        "the rest of the object" only above what the object holds)."""
+        while self.freed and at < self.freed.last_end():
+            await self._materialize()
+
+    def _report_progress(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
 
     async def _keep_pace(self) -> None:
         """Backpressure for a writer that streams faster than the server
@@ -249,16 +281,33 @@ class Writer:
         mapped, instead of the daemon touching fresh memory for every MiB;
         on the benchmark VM a 1 GiB write took 0.95 instead of 1.6 CPU-s of
         the daemon and 4.0 instead of 4.55 s. Not while appends fail: the
-        staging budget then decides, as for every other write."""
-        while (self.remote_len is not None and not self.appends_failing and not self.discarded
-               and self.path.nursery is not None):  # (no nursery: nothing could append)
-            if self.size - self.remote_len <= max(APPEND_BACKLOG, 4 * self._chunk()):
-                return
-            self._kick()
+        staging budget then decides, as for every other write. The same for
+        a new file past multipart_threshold, whose uploaded parts are freed:
+        it waits while more than APPEND_BACKLOG is neither appended nor in
+        freed parts, as long as some part is on its way (a writer whose
+        parts are not ready, such as one leaving holes, is never held)."""
+        while not self.discarded and self.path.nursery is not None:  # (no nursery: nothing could upload)
+            if self.remote_len is not None:
+                if self.appends_failing or self.size - self.remote_len <= max(APPEND_BACKLOG, 4 * self._chunk()):
+                    return
+                self._kick()
+            else:
+                mp = self.multipart
+                if (mp is None or not mp.busy or self.error is not None
+                        or self.size - self.base_limit - self.freed_bytes <= APPEND_BACKLOG):
+                    return
             with trio.move_on_after(MAKE_ROOM_INTERVAL):
-                await self._appended.wait()
+                await self._progress.wait()
 
     async def truncate(self, size: int) -> None:
+        if size == self.size:
+            return
+        while self.freed and self.multipart is not None and min(size, self.size) < max(
+            self.freed.last_end(), self.multipart.uploaded() * self.multipart.part_size
+        ):
+            # (See _before_change; and parts beyond the new end could never
+            # be left out of the completion, see Multipart.uploaded.)
+            await self._materialize()
         if size == self.size:
             return
         staged = self._changing(min(size, self.size))
@@ -300,6 +349,9 @@ class Writer:
             start, stop, here = next(self.local.pieces(pos, end))
             if here:
                 out += self._stage().pread(stop - start, start)
+            elif self.freed.overlaps(start, stop):
+                await self._materialize()  # (then look again: the object holds them)
+                continue
             else:
                 clean_end = min(stop, self.base_limit)
                 if start < clean_end:
@@ -326,6 +378,8 @@ class Writer:
         for s, e, here in list(self.local.pieces(start, end)):
             if here:
                 continue
+            if self.freed.overlaps(s, e):  # (every change there completes the upload first)
+                raise FsError(errno.EIO, f"internal error: {self.key_at_start!r} [{s}, {e}) is in freed parts")
             clean_end = min(e, self.base_limit)
             if s < clean_end:
                 data = memoryview(await self._get_base(s, clean_end))
@@ -493,8 +547,7 @@ class Writer:
         self._release_appended(start, start + length)
         self._uploaded(length)
         self.appends_failing = False
-        self._appended.set()
-        self._appended = trio.Event()
+        self._report_progress()
 
     def _release_appended(self, start: int, end: int) -> None:
         """[start, end) was just appended: staging need not hold it any more
@@ -562,7 +615,8 @@ class Writer:
         part_size = max(self.part_size, math.ceil(self.size / MAX_PARTS / MiB) * MiB)
         upload_id = await self.path.zos.create_multipart(ns.key(self.inode), opts)
         self.multipart = Multipart(upload_id, part_size)
-        self._stage().write_journal(upload_id=upload_id)  # aborted at the next mount if we die
+        # Aborted at the next mount if we die (completed, if parts were freed).
+        self._stage().write_journal(upload_id=upload_id, part_size=part_size)
         log.debug("started multipart upload %s of %r (parts of %d bytes)", upload_id, self.key_at_start, part_size)
 
     async def _upload_part(self, mp: Multipart, n: int) -> None:
@@ -585,17 +639,121 @@ class Writer:
                 ):
                     # Unchanged: copied on the server, never downloaded.
                     etag = await zos.upload_part_copy(key, mp.upload_id, n + 1, key, start, end, self.base_etag or None)
+                    copied = True
                 else:
                     await self._fill(start, end)
                     region = FileRegion(self._stage().fd, start, end - start)
                     etag = await zos.upload_part(key, mp.upload_id, n + 1, region)
+                    copied = False
                 log.debug("uploaded part %d [%d, %d) of %r (generation %d)", n + 1, start, end, key, gen)
             if self.multipart is mp:
                 mp.done[n] = (gen, etag)
+                if not copied and end - start == mp.part_size:
+                    self._free_part(mp, n, etag)
                 self._uploaded()
+                self._report_progress()
         finally:
             del mp.busy[n]
             event.set()
+
+    def _free_part(self, mp: Multipart, n: int, etag: str) -> None:
+        """Part n went out from staging: free it there (as appended bytes
+        are, see staging.py), so that a large new file holds a few parts of
+        page cache rather than all of itself until close. Only for a new
+        file (recovery then completes the upload: see recovery.py), only
+        while the part is unchanged since, and only whole parts.
+        From then on that upload is the only copy of those bytes: whatever
+        would need them before the upload completes (a read, a change at or
+        below them) completes it first (`_materialize`), and it is never
+        aborted while it holds them, short of the file being deleted."""
+        staged = self.staged
+        start, end = n * mp.part_size, (n + 1) * mp.part_size
+        if (staged is None or not staged.record.get("created") or not self.path.punch_ok or self.discarded
+                or self.part_generation.get(n, 0) != mp.done[n][0] or not self.local.covers(start, end)):
+            return
+        try:
+            freed = staged.free_part(mp.upload_id, n + 1, etag, start, end)
+        except OSError as err:
+            log.warning("freeing an uploaded part from staging failed (%s); staging keeps it until close", err)
+            freed = None
+        if freed is None:
+            self.path.punch_ok = False
+            return
+        self.local.remove(start, end)
+        self.freed.add(start, end)
+        self.freed_bytes += end - start
+
+    def _forget_freed(self) -> None:
+        """The upload holding the freed parts is complete (or given up)."""
+        self.freed = RangeSet()
+        self.freed_bytes = 0
+        if self.staged is not None:
+            self.staged.forget_parts()
+
+    async def _materialize(self) -> None:
+        """Complete the multipart upload up to its last freed part, so that
+        the object holds those bytes: a read of them, or a change at or below
+        them, needs them. The object is then the file's first P bytes (as an
+        appended object is), and the rest goes on as a rebuild that copies
+        them on the server. Costs a copy of P bytes at the next flush; done
+        only when a file is read or changed where it was already uploaded
+        while it is still being written for the first time."""
+        async with self.lock:
+            await self._complete_prefix()
+
+    async def _complete_prefix(self) -> None:
+        """`_materialize`, caller holds the lock."""
+        mp = self.multipart
+        if not self.freed:
+            return
+        if mp is None:  # (freed parts are forgotten whenever their upload ends)
+            raise FsError(errno.EIO, f"internal error: {self.key_at_start!r} has freed parts but no upload")
+        while mp.busy:
+            await next(iter(mp.busy.values())).wait()
+        if self.multipart is not mp or not self.freed:
+            return
+        ns = self.path.ns
+        key = ns.key(self.inode)
+        # Every byte staging does not hold must be in the completed object:
+        # the freed parts, and what was appended before the upload began.
+        # And RGW completes an upload only with all of its parts.
+        size = self.size
+        count = max(-(-max(self.freed.last_end(), self.base_limit) // mp.part_size), mp.uploaded())
+        if count > -(-size // mp.part_size):  # (truncation below uploaded parts completes first)
+            raise FsError(errno.EIO, f"internal error: {self.key_at_start!r} has parts beyond its end")
+        watch = self._watch()
+        try:
+            for n in range(count):
+                if mp.done.get(n, (-1, ""))[0] != self.part_generation.get(n, 0):
+                    mp.busy[n] = trio.Event()
+                    await self._upload_part(mp, n)
+            if self.multipart is not mp or any(n not in mp.done for n in range(count)):
+                raise FsError(errno.EIO, f"{self.key_at_start!r} changed while its upload was being completed")
+            parts = [Part(n + 1, mp.done[n][1]) for n in range(count)]
+            await self.path.zos.complete_multipart(key, mp.upload_id, parts)
+        except ZosError as err:
+            raise FsError(errno.EIO, f"completing the upload of {self.key_at_start!r} to read or change it: {err}") from None
+        finally:
+            self._unwatch(watch)
+        prefix = min(count * mp.part_size, size)
+        etag = multipart_etag([p.etag for p in parts])
+        log.info("completed the upload of the first %d bytes of %r, which is read or changed there while it is "
+                 "written", prefix, key)
+        self.multipart = None
+        self.inode.remote, self.inode.appendable, self.inode.etag = True, False, etag
+        ns.remember(key, self.inode)
+        self.base_limit = min(watch.limit(prefix), self.size)
+        self.dirty.remove(0, prefix)
+        for s, e in watch.changed:
+            if s < prefix:
+                self.dirty.add(s, min(e, prefix))
+        staged = self._stage()
+        # Staging is now "the rest" above `prefix` (recovery uploads it as
+        # such), unless a change below it came while the upload completed.
+        staged.write_journal(appended=prefix, etag=etag, upload_id=None)
+        if watch.changed and watch.changed.first_start() < prefix:
+            staged.write_journal(created=False)
+        self._forget_freed()
 
     async def _replace(self) -> None:
         """Make the object equal to the file, replacing it only when complete."""
@@ -605,7 +763,7 @@ class Writer:
         size = self.size
         watch = self._watch()
         try:
-            if size <= self.path.opts.rewrite_threshold:
+            if size <= self.path.opts.rewrite_threshold and not self.freed:
                 if self.multipart is not None:
                     await self._abort_multipart()  # (the file shrank): one PUT is simpler
                 opts = await ns.write_options(self.inode, meta, replacing=True)
@@ -625,7 +783,10 @@ class Writer:
         returns the size stored and the object's ETag."""
         zos = self.path.zos
         if self.multipart is not None and math.ceil(self.size / self.multipart.part_size) > MAX_PARTS:
-            await self._abort_multipart()  # the file outgrew its part size: start over
+            # The file outgrew its part size: start over (what only the
+            # upload holds is completed first, and then copied).
+            await self._complete_prefix()
+            await self._abort_multipart()
         if self.multipart is None:
             await self._start_multipart()
         mp = self.multipart
@@ -643,6 +804,16 @@ class Writer:
                 await next(iter(mp.busy.values())).wait()
             size = self.size
             nparts = max(1, math.ceil(size / mp.part_size))
+            if mp.uploaded() > nparts:
+                # Truncated below parts already uploaded, which RGW would not
+                # leave out: start over (staging and the object hold it all,
+                # since an upload holding freed parts completes first).
+                if self.freed:
+                    raise FsError(errno.EIO, f"internal error: {self.key_at_start!r} has parts beyond its end")
+                await self._abort_multipart()
+                await self._start_multipart()
+                mp = self.multipart
+                assert mp is not None
             async with trio.open_nursery() as nursery:
                 for n in range(nparts):
                     gen = self.part_generation.get(n, 0)
@@ -664,15 +835,24 @@ class Writer:
                 await self._abort_multipart()
             raise
         self.multipart = None
+        self._forget_freed()
         return size, multipart_etag([p.etag for p in parts])
 
     async def _abort_multipart(self) -> None:
+        """Abort the multipart upload, unless it holds freed parts of a file
+        that still exists: it is then kept (with the staging file) for the
+        next attempt, or for recovery, and the log says so."""
         mp = self.multipart
+        if mp is not None and self.freed and not self.discarded:
+            log.warning("multipart upload %s of %r is kept: it holds the only copy of some of its bytes",
+                        mp.upload_id, self.key_at_start)
+            return
         self.multipart = None
         if mp is not None:
             while mp.busy:  # parts on their way would fail, or outlive the abort
                 await next(iter(mp.busy.values())).wait()
             await self.path.zos.abort_quietly(self.path.ns.key(self.inode), mp.upload_id)
+            self._forget_freed()
 
     # -- flushing ------------------------------------------------------------------------
 
@@ -837,6 +1017,12 @@ class WritePath:
         # Nothing awaits from here until the writer is gone.
         key, multipart = self.ns.key(inode), writer.multipart
         writer.multipart = None
+        if multipart is not None and writer.freed:
+            # The upload holds bytes staging no longer has: never abort it
+            # (recovery completes it; staging.keep names it).
+            multipart = None
+            if failure is None:
+                failure = FsError(errno.EIO, f"uploading {writer.key_at_start!r} did not complete")
         self._drop(inode)
         writer.close(keep_reason=failure.message if failure is not None else None)
         if failure is not None:
@@ -855,6 +1041,11 @@ class WritePath:
         if writer is None:
             return
         writer.discarded = True
+        if inode.opens:
+            try:
+                await writer._materialize()  # (what only an upload holds must be in the object to be read)
+            except FsError as err:
+                log.warning("%s; the open handle of the unlinked file reads EIO there", err.message)
         async with writer.lock:  # (after an upload in flight)
             if inode.opens:
                 # The handles go on with the file, as POSIX has it: bring
