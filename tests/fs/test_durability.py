@@ -345,7 +345,7 @@ def write_until_parts_leave_staging(path: os.PathLike[str] | str, data: bytes, s
     """Write a new file past multipart_threshold (kept open) until the parts
     log names parts that were freed from staging: from then on only the
     multipart upload holds those bytes."""
-    f = open(path, "wb", buffering=0)
+    f = open(path, "w+b", buffering=0)
     for start in range(0, len(data), MiB):
         f.write(data[start : start + MiB])
     wait_for(lambda: any(p.stat().st_size for p in staging.rglob("*.parts")), timeout=30)
@@ -396,4 +396,29 @@ def test_a_failed_close_keeps_the_upload_that_holds_freed_parts(bucket: str, s3,
     m2 = make_mount(bucket, endpoint=proxy.endpoint, options=options)
     assert "recovered 'held'" in m2.log_text()
     assert get(s3, bucket, "held") == data
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+
+def test_a_killed_daemons_large_file_completed_for_a_read_is_completed_by_the_next_mount(
+    bucket: str, s3, proxy: FaultProxy, tmp_path, make_mount
+) -> None:
+    """A read of a freed part completed the upload up to there (the object
+    then holds the file's start, not appendable); the file grew on and the
+    daemon died: the next mount rebuilds the object from that start (copied
+    on the server) and the rest from staging."""
+    staging = tmp_path / "staging"
+    options = {**SMALL, "staging_dir": str(staging)}
+    m = make_mount(bucket, endpoint=proxy.endpoint, options=options, check_log=False)
+    data = pattern(50 * MiB + 99, 18)
+    f = write_until_parts_leave_staging(m.path / "grown", data[: 40 * MiB], staging)
+    os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    assert os.pread(f.fileno(), 1000, 30 * MiB) == data[30 * MiB : 30 * MiB + 1000]
+    assert s3.head_object(Bucket=bucket, Key="grown")["ContentLength"] >= 30 * MiB
+    proxy.add_rule(Rule(op=UPLOADS, stall=True))  # the rest stays in staging
+    f.write(data[40 * MiB :])
+    m.kill(f)
+    proxy.clear_rules()
+    m2 = make_mount(bucket, endpoint=proxy.endpoint, options=options)
+    assert "recovered 'grown'" in m2.log_text()
+    assert get(s3, bucket, "grown") == data
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")

@@ -293,7 +293,7 @@ class Writer:
                 self._kick()
             else:
                 mp = self.multipart
-                if (mp is None or not mp.busy or self.error is not None
+                if (mp is None or not mp.busy or self.error is not None or not self._frees_parts()
                         or self.size - self.base_limit - self.freed_bytes <= APPEND_BACKLOG):
                     return
             with trio.move_on_after(MAKE_ROOM_INTERVAL):
@@ -656,6 +656,12 @@ class Writer:
             del mp.busy[n]
             event.set()
 
+    def _frees_parts(self) -> bool:
+        """Whether uploaded parts leave staging (see _free_part); other
+        writers' backlog shrinks only at close, so they are never held."""
+        staged = self.staged
+        return staged is not None and bool(staged.record.get("created")) and self.path.punch_ok
+
     def _free_part(self, mp: Multipart, n: int, etag: str) -> None:
         """Part n went out from staging: free it there (as appended bytes
         are, see staging.py), so that a large new file holds a few parts of
@@ -668,7 +674,7 @@ class Writer:
         aborted while it holds them, short of the file being deleted."""
         staged = self.staged
         start, end = n * mp.part_size, (n + 1) * mp.part_size
-        if (staged is None or not staged.record.get("created") or not self.path.punch_ok or self.discarded
+        if (staged is None or not self._frees_parts() or self.discarded
                 or self.part_generation.get(n, 0) != mp.done[n][0] or not self.local.covers(start, end)):
             return
         try:
