@@ -352,6 +352,15 @@ def write_until_parts_leave_staging(path: os.PathLike[str] | str, data: bytes, s
     return f
 
 
+def recovered_by_the_next_mount(make_mount: Any, s3: Any, bucket: str, proxy: FaultProxy, options: dict[str, str],
+                                key: str, data: bytes) -> None:
+    """A new mount of the same staging stores `key` whole, and leaves no upload behind."""
+    m2 = make_mount(bucket, endpoint=proxy.endpoint, options=options)
+    assert f"recovered '{key}'" in m2.log_text()
+    assert get(s3, bucket, key) == data
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+
 def test_a_killed_daemons_large_file_whose_parts_left_staging_is_completed_by_the_next_mount(
     bucket: str, s3, proxy: FaultProxy, tmp_path, make_mount
 ) -> None:
@@ -365,10 +374,7 @@ def test_a_killed_daemons_large_file_whose_parts_left_staging_is_completed_by_th
     f = write_until_parts_leave_staging(m.path / "large", data, staging)
     m.kill(f)
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
-    m2 = make_mount(bucket, endpoint=proxy.endpoint, options=options)
-    assert "recovered 'large'" in m2.log_text()
-    assert get(s3, bucket, "large") == data
-    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    recovered_by_the_next_mount(make_mount, s3, bucket, proxy, options, "large", data)
     assert not list(staging.rglob("*.data")) and not list(staging.rglob("*.parts"))
 
 
@@ -393,10 +399,7 @@ def test_a_failed_close_keeps_the_upload_that_holds_freed_parts(bucket: str, s3,
     assert upload["Key"] == "held" and upload["UploadId"] in m.log_text()
     proxy.remove_rule(down)
     m.unmount()
-    m2 = make_mount(bucket, endpoint=proxy.endpoint, options=options)
-    assert "recovered 'held'" in m2.log_text()
-    assert get(s3, bucket, "held") == data
-    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    recovered_by_the_next_mount(make_mount, s3, bucket, proxy, options, "held", data)
 
 
 def test_a_killed_daemons_large_file_completed_for_a_read_is_completed_by_the_next_mount(
@@ -418,7 +421,4 @@ def test_a_killed_daemons_large_file_completed_for_a_read_is_completed_by_the_ne
     f.write(data[40 * MiB :])
     m.kill(f)
     proxy.clear_rules()
-    m2 = make_mount(bucket, endpoint=proxy.endpoint, options=options)
-    assert "recovered 'grown'" in m2.log_text()
-    assert get(s3, bucket, "grown") == data
-    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    recovered_by_the_next_mount(make_mount, s3, bucket, proxy, options, "grown", data)

@@ -258,6 +258,25 @@ def test_an_appendable_file_grown_past_multipart_threshold_stays_appendable(buck
     assert not {"UploadPartCopy", "CopyObject", "CreateMultipartUpload"} & set(ops), ops
 
 
+def test_a_new_file_fsynced_while_appending_stays_appendable_past_multipart_threshold(
+    bucket: str, s3, proxy: FaultProxy, make_mount
+) -> None:
+    """A writer that fsyncs (a log, a database) keeps appending past
+    multipart_threshold: each fsync costs the new bytes, never a multipart
+    completion that would copy the whole file so far."""
+    m = make_mount(bucket, endpoint=proxy.endpoint, options=SMALL)
+    data = pattern(40 * MiB, 19)
+    with open(m.path / "journal", "wb", buffering=0) as f:
+        for pos in range(0, len(data), 4 * MiB):
+            f.write(data[pos : pos + 4 * MiB])
+            os.fsync(f.fileno())
+            assert get(s3, bucket, "journal") == data[: pos + 4 * MiB]
+    assert get(s3, bucket, "journal") == data
+    assert appendable(s3, bucket, "journal")
+    ops = proxy.stats
+    assert not {"UploadPartCopy", "CreateMultipartUpload"} & set(ops), ops
+
+
 def test_one_gib_file_with_default_options(bucket: str, s3, make_mount) -> None:
     size = 1024 * MiB
     block = pattern(MiB, 99)
@@ -770,8 +789,8 @@ def test_a_streaming_writer_waits_while_its_uploads_lag_far_behind(bucket: str, 
     """A writer faster than its uploads is held about 128 MiB ahead of them
     (not the whole 4 GiB staging budget), and goes on when they do: appends
     (a file kept below multipart_threshold), or the parts of a new file past
-    it (64 MiB by default, appended, then 128 MiB ahead of the parts)."""
-    options = {"multipart_threshold": "1G"} if upload == "append" else {}
+    it (64 MiB here, appended, then 128 MiB ahead of the parts)."""
+    options = {"multipart_threshold": "1G" if upload == "append" else "64M"}
     m = make_mount(bucket, endpoint=proxy.endpoint, options=options)
     block = pattern(MiB, 8)
     total = 300

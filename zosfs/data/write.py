@@ -152,6 +152,11 @@ class Writer:
         self.part_generation: dict[int, int] = {}  # part -> generation of its last change
         self.multipart: Multipart | None = None
         self.frontier = 0  # where the last write ended: parts before it are finished
+        # Flushed (fsync) while appending: stays in append mode past
+        # multipart_threshold, where each fsync costs only the new bytes
+        # (completing a multipart upload at every fsync would copy the whole
+        # file so far on the server each time).
+        self.synced_while_appending = False
         self.parts_checked = 0  # parts below this were looked at for background upload
         self.append_scheduled = False
         self.appends_failing = False  # the last append attempt failed
@@ -250,7 +255,8 @@ class Writer:
         self.dirty.add(offset, end)
         if self.remote_len is not None and offset < self.remote_len + self.appending:
             self._leave_append_mode("a write below what was already appended")
-        if self.remote_len is not None and self.created and self.size > self.path.opts.multipart_threshold:
+        if (self.remote_len is not None and self.created and not self.synced_while_appending
+                and self.size > self.path.opts.multipart_threshold):
             # (Only new files: an appendable object that was there before
             # stays appendable, and is never copied to add to it.)
             self._leave_append_mode("past multipart_threshold")
@@ -873,6 +879,7 @@ class Writer:
             watch = self._watch()
             try:
                 if self.remote_len is not None:
+                    self.synced_while_appending = True
                     await self._flush_appends()
                 if self.remote_len is None and not self.discarded:
                     await self._replace()
