@@ -127,30 +127,42 @@ async def _rebuild(zos: ZosClient, staging: Staging, record: dict[str, Any], inf
     upload, and the rest in staging, by completing a multipart upload (that
     one, or a new one)."""
     key, appended, etag = record.get("key", ""), int(record.get("appended") or 0), record.get("etag", "")
-    if appended and (info is None or info.size != appended or not etag or info.etag != etag):
-        _keep(staging, record, f"its first {appended} bytes were stored in the object, which has changed since; "
-              "the data file holds zeros there")
-        return
-    if not appended and info is not None:
-        _keep(staging, record, "its key now holds other data")
-        return
-    upload_id, part_size = record.get("upload_id"), int(record.get("part_size") or 0)
-    if not freed or not upload_id or part_size < MIN_PART:
-        part_size = max(8 * MiB, math.ceil(size / MAX_PARTS / MiB) * MiB)
-        opts = WriteOptions(metadata=info.metadata, content_type=info.content_type) if info is not None else None
-        upload_id = await zos.create_multipart(key, opts)
-    parts = []
     fd = os.open(record["path"], os.O_RDWR)
     try:
+        # What the object holds of the file: the journal's `appended` bytes
+        # (same ETag), or, if it is appendable, more of them (appends that
+        # ended after the journal was written; staging still holds those).
+        same = bool(appended and info is not None and info.size == appended and etag and info.etag == etag)
+        grown = bool(info is not None and info.appendable and appended <= info.size <= size
+                     and (info.size > appended or not appended)
+                     and await _is_prefix(zos, key, fd, info.size, appended))
+    except BaseException:
+        os.close(fd)
+        raise
+    if not (same or grown) and (appended or info is not None):
+        os.close(fd)
+        why = (f"its first {appended} bytes were stored in the object, which has changed since; "
+               "the data file holds zeros there") if appended else "its key now holds other data"
+        _keep(staging, record, why)
+        return
+    stored, etag = (info.size, info.etag) if info is not None else (0, "")
+    upload_id, part_size = record.get("upload_id"), int(record.get("part_size") or 0)
+    parts = []
+    try:
+        if not freed or not upload_id or part_size < MIN_PART:
+            part_size = max(8 * MiB, math.ceil(size / MAX_PARTS / MiB) * MiB)
+            opts = WriteOptions(metadata=info.metadata, content_type=info.content_type) if info is not None else None
+            upload_id = await zos.create_multipart(key, opts)
         for n in range(max(1, math.ceil(size / part_size))):
             start, end = n * part_size, min(size, (n + 1) * part_size)
             if n + 1 in freed:
                 parts.append(Part(n + 1, freed[n + 1]))
-            elif end <= appended and (end - start >= MIN_PART or end == size):
-                parts.append(Part(n + 1, await zos.upload_part_copy(key, upload_id, n + 1, key, start, end, etag)))
+            elif end <= stored and (end - start >= MIN_PART or end == size):
+                parts.append(Part(n + 1, await zos.upload_part_copy(key, upload_id, n + 1, key, start, end,
+                                                                    etag or None)))
             else:
-                if start < appended:  # (staging has a hole there)
-                    os.pwrite(fd, bytes(await zos.get(key, start, appended, if_match=etag)), start)
+                if start < stored:  # (staging may have a hole there)
+                    os.pwrite(fd, bytes(await zos.get(key, start, stored, if_match=etag or None)), start)
                 region = FileRegion(fd, start, end - start)
                 parts.append(Part(n + 1, await zos.upload_part(key, upload_id, n + 1, region)))
     finally:
