@@ -79,9 +79,8 @@ async def _recover_one(zos: ZosClient, staging: Staging, record: dict[str, Any])
         return
     fd = os.open(path, os.O_RDONLY)
     try:
-        if appended and not await _holds_the_appended_bytes(zos, key, info, fd, appended, record.get("etag", ""), size):
-            _keep(staging, record, f"its first {appended} bytes were stored in the object, which has changed since; "
-                  "the data file holds zeros there")
+        if appended and not await _holds_the_stored_bytes(zos, key, info, fd, appended, record.get("etag", ""), size):
+            _keep(staging, record, _changed_since(appended))
             return
         if info is None and size <= MAX_PUT:
             await zos.put(key, FileRegion(fd, 0, size))
@@ -129,21 +128,13 @@ async def _rebuild(zos: ZosClient, staging: Staging, record: dict[str, Any], inf
     key, appended, etag = record.get("key", ""), int(record.get("appended") or 0), record.get("etag", "")
     fd = os.open(record["path"], os.O_RDWR)
     try:
-        # What the object holds of the file: the journal's `appended` bytes
-        # (same ETag), or, if it is appendable, more of them (appends that
-        # ended after the journal was written; staging still holds those).
-        same = bool(appended and info is not None and info.size == appended and etag and info.etag == etag)
-        grown = bool(info is not None and info.appendable and appended <= info.size <= size
-                     and (info.size > appended or not appended)
-                     and await _is_prefix(zos, key, fd, info.size, appended))
+        holds = await _holds_the_stored_bytes(zos, key, info, fd, appended, etag, size)
     except BaseException:
         os.close(fd)
         raise
-    if not (same or grown) and (appended or info is not None):
+    if not holds and (appended or info is not None):
         os.close(fd)
-        why = (f"its first {appended} bytes were stored in the object, which has changed since; "
-               "the data file holds zeros there") if appended else "its key now holds other data"
-        _keep(staging, record, why)
+        _keep(staging, record, _changed_since(appended) if appended else "its key now holds other data")
         return
     stored, etag = (info.size, info.etag) if info is not None else (0, "")
     upload_id, part_size = record.get("upload_id"), int(record.get("part_size") or 0)
@@ -173,15 +164,21 @@ async def _rebuild(zos: ZosClient, staging: Staging, record: dict[str, Any], inf
     _remove(record)
 
 
-async def _holds_the_appended_bytes(zos: ZosClient, key: str, info: ObjectInfo | None, fd: int, appended: int,
-                                    etag: str, size: int) -> bool:
+def _changed_since(appended: int) -> str:
+    return f"its first {appended} bytes were stored in the object, which has changed since; the data file holds zeros there"
+
+
+async def _holds_the_stored_bytes(zos: ZosClient, key: str, info: ObjectInfo | None, fd: int, appended: int,
+                                  etag: str, size: int) -> bool:
     """Whether the object is still the one the journal names (its first
-    `appended` bytes, ETag `etag`), or that one grown by appends of staged bytes."""
-    if info is None or not info.appendable or not appended <= info.size <= size:
+    `appended` bytes, ETag `etag`, appendable or not), or an appendable one
+    grown from it (from nothing, if `appended` is 0) by appends of staged
+    bytes that ended after the journal was written."""
+    if info is None or not appended <= info.size <= size:
         return False
-    if info.size == appended:
+    if appended and info.size == appended:
         return bool(etag) and info.etag == etag
-    return await _is_prefix(zos, key, fd, info.size, appended)
+    return info.appendable and await _is_prefix(zos, key, fd, info.size, appended)
 
 
 async def _is_prefix(zos: ZosClient, key: str, fd: int, length: int, start_at: int = 0) -> bool:

@@ -164,7 +164,6 @@ class Writer:
         # Parts of the multipart upload that were freed from staging: only
         # that upload holds those bytes (see _free_part).
         self.freed = RangeSet()
-        self.freed_bytes = 0
         self.charged = 0  # bytes of the staging budget this writer holds
         self.error: ZosError | FsError | None = None
         self.lock = trio.Lock()
@@ -267,12 +266,19 @@ class Writer:
         await self._keep_pace()
         return len(data)
 
-    async def _before_change(self, at: int) -> None:
+    async def _before_change(self, at: int, truncating: bool = False) -> None:
         """A change from `at` on is coming: if parts at or beyond it were freed
         from staging, complete the upload that holds them first, so that the
         object has them (a part cannot be partly rewritten, and staging is
-        "the rest of the object" only above what the object holds)."""
-        while self.freed and at < self.freed.last_end():
+        "the rest of the object" only above what the object holds). A
+        truncation also completes it first when it cuts into any uploaded
+        part: RGW could not leave that part out (see Multipart.uploaded)."""
+        while self.freed and (mp := self.multipart) is not None:
+            end = self.freed.last_end()
+            if truncating:
+                end = max(end, mp.uploaded() * mp.part_size)
+            if min(at, self.size) >= end:
+                return
             await self._materialize()
 
     def _report_progress(self) -> None:
@@ -300,7 +306,7 @@ class Writer:
             else:
                 mp = self.multipart
                 if (mp is None or not mp.busy or self.error is not None or not self._frees_parts()
-                        or self.size - self.base_limit - self.freed_bytes <= APPEND_BACKLOG):
+                        or self.size - self.base_limit - self.freed.total() <= APPEND_BACKLOG):
                     return
             with trio.move_on_after(MAKE_ROOM_INTERVAL):
                 await self._progress.wait()
@@ -308,12 +314,7 @@ class Writer:
     async def truncate(self, size: int) -> None:
         if size == self.size:
             return
-        while self.freed and self.multipart is not None and min(size, self.size) < max(
-            self.freed.last_end(), self.multipart.uploaded() * self.multipart.part_size
-        ):
-            # (See _before_change; and parts beyond the new end could never
-            # be left out of the completion, see Multipart.uploaded.)
-            await self._materialize()
+        await self._before_change(size, truncating=True)
         if size == self.size:
             return
         staged = self._changing(min(size, self.size))
@@ -693,12 +694,10 @@ class Writer:
             return
         self.local.remove(start, end)
         self.freed.add(start, end)
-        self.freed_bytes += end - start
 
     def _forget_freed(self) -> None:
         """The upload holding the freed parts is complete (or given up)."""
         self.freed = RangeSet()
-        self.freed_bytes = 0
         if self.staged is not None:
             self.staged.forget_parts()
 
@@ -735,14 +734,7 @@ class Writer:
             raise FsError(errno.EIO, f"internal error: {self.key_at_start!r} has parts beyond its end")
         watch = self._watch()
         try:
-            for n in range(count):
-                if mp.done.get(n, (-1, ""))[0] != self.part_generation.get(n, 0):
-                    mp.busy[n] = trio.Event()
-                    await self._upload_part(mp, n)
-            if self.multipart is not mp or any(n not in mp.done for n in range(count)):
-                raise FsError(errno.EIO, f"{self.key_at_start!r} changed while its upload was being completed")
-            parts = [Part(n + 1, mp.done[n][1]) for n in range(count)]
-            await self.path.zos.complete_multipart(key, mp.upload_id, parts)
+            parts = await self._upload_parts_and_complete(mp, key, count)
         except ZosError as err:
             raise FsError(errno.EIO, f"completing the upload of {self.key_at_start!r} to read or change it: {err}") from None
         finally:
@@ -793,7 +785,6 @@ class Writer:
     async def _complete_multipart(self, key: str) -> tuple[int, str]:
         """Complete (or start and complete) the multipart upload of the file;
         returns the size stored and the object's ETag."""
-        zos = self.path.zos
         if self.multipart is not None and math.ceil(self.size / self.multipart.part_size) > MAX_PARTS:
             # The file outgrew its part size: start over (what only the
             # upload holds is completed first, and then copied).
@@ -803,14 +794,6 @@ class Writer:
             await self._start_multipart()
         mp = self.multipart
         assert mp is not None
-        errors: list[ZosError | FsError] = []
-
-        async def upload(n: int) -> None:
-            try:
-                await self._upload_part(mp, n)
-            except (ZosError, FsError) as err:  # (raised in the nursery it would come wrapped)
-                errors.append(err)
-
         try:
             while mp.busy:
                 await next(iter(mp.busy.values())).wait()
@@ -826,16 +809,7 @@ class Writer:
                 await self._start_multipart()
                 mp = self.multipart
                 assert mp is not None
-            async with trio.open_nursery() as nursery:
-                for n in range(nparts):
-                    gen = self.part_generation.get(n, 0)
-                    if mp.done.get(n, (-1, ""))[0] != gen:
-                        mp.busy[n] = trio.Event()
-                        nursery.start_soon(upload, n)
-            if errors:
-                raise errors[0]
-            parts = [Part(n + 1, mp.done[n][1]) for n in range(nparts)]
-            await zos.complete_multipart(key, mp.upload_id, parts)
+            parts = await self._upload_parts_and_complete(mp, key, nparts)
         except (ZosError, FsError) as err:
             # The upload and its finished parts stay for the next attempt
             # (fsync or close again); release aborts it if none succeeds.
@@ -849,6 +823,31 @@ class Writer:
         self.multipart = None
         self._forget_freed()
         return size, multipart_etag([p.etag for p in parts])
+
+    async def _upload_parts_and_complete(self, mp: Multipart, key: str, count: int) -> list[Part]:
+        """Upload the parts below `count` that are missing or out of date (at
+        once, within upload_concurrency), then complete the upload with parts
+        1..count; returns them."""
+        errors: list[ZosError | FsError] = []
+
+        async def upload(n: int) -> None:
+            try:
+                await self._upload_part(mp, n)
+            except (ZosError, FsError) as err:  # (raised in the nursery it would come wrapped)
+                errors.append(err)
+
+        async with trio.open_nursery() as nursery:
+            for n in range(count):
+                if mp.done.get(n, (-1, ""))[0] != self.part_generation.get(n, 0):
+                    mp.busy[n] = trio.Event()
+                    nursery.start_soon(upload, n)
+        if errors:
+            raise errors[0]
+        if self.multipart is not mp or any(n not in mp.done for n in range(count)):
+            raise FsError(errno.EIO, f"{self.key_at_start!r} changed while its upload was being completed")
+        parts = [Part(n + 1, mp.done[n][1]) for n in range(count)]
+        await self.path.zos.complete_multipart(key, mp.upload_id, parts)
+        return parts
 
     async def _abort_multipart(self) -> None:
         """Abort the multipart upload, unless it holds freed parts of a file
