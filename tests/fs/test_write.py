@@ -277,6 +277,48 @@ def test_a_new_file_fsynced_while_appending_stays_appendable_past_multipart_thre
     assert not {"UploadPartCopy", "CreateMultipartUpload"} & set(ops), ops
 
 
+def test_a_slowly_written_new_file_stays_appendable_past_multipart_threshold(
+    bucket: str, s3, proxy: FaultProxy, make_mount
+) -> None:
+    """A writer slower than serial appends (a log that never fsyncs) keeps
+    appending past multipart_threshold: others read it in the bucket while it
+    grows beyond the threshold, and it stays appendable after close."""
+    m = make_mount(bucket, endpoint=proxy.endpoint, options=SMALL)
+    data = pattern(48 * MiB, 23)
+    seen_past_threshold = 0
+    with open(m.path / "app.log", "wb", buffering=0) as f:
+        for pos in range(0, len(data), MiB):
+            f.write(data[pos : pos + MiB])
+            time.sleep(0.05)  # about 16 MiB/s
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and seen_past_threshold <= 24 * MiB:
+            seen_past_threshold = s3.head_object(Bucket=bucket, Key="app.log")["ContentLength"]
+            time.sleep(0.05)
+        assert data.startswith(get(s3, bucket, "app.log"))
+    assert seen_past_threshold > 24 * MiB, "nothing past multipart_threshold was in the bucket before close"
+    assert get(s3, bucket, "app.log") == data
+    assert appendable(s3, bucket, "app.log")
+    ops = proxy.stats
+    assert not {"UploadPartCopy", "CreateMultipartUpload", "UploadPart"} & set(ops), ops
+    assert sum(r.request_bytes for r in proxy.records("AppendObject")) == len(data)
+
+
+def test_dd_past_multipart_threshold_goes_multipart_like_any_fast_copy(
+    bucket: str, s3, proxy: FaultProxy, make_mount, tmp_path
+) -> None:
+    """dd flushes the new, empty file once before writing (it closes the
+    descriptor it duplicated): that is no fsync of appended data, so a dd
+    copy past multipart_threshold goes by parallel multipart as cp's does."""
+    m = make_mount(bucket, endpoint=proxy.endpoint, options=SMALL)
+    source = tmp_path / "source"
+    data = pattern(40 * MiB, 24)
+    source.write_bytes(data)
+    subprocess.run(["dd", f"if={source}", f"of={m.path / 'copy'}", "bs=1M", "status=none"], check=True)
+    assert get(s3, bucket, "copy") == data
+    assert proxy.count("CreateMultipartUpload") == 1
+    assert not appendable(s3, bucket, "copy")
+
+
 def test_one_gib_file_with_default_options(bucket: str, s3, make_mount) -> None:
     size = 1024 * MiB
     block = pattern(MiB, 99)

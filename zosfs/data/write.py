@@ -11,10 +11,12 @@ out depends on that relation:
   by append upload as they arrive, in chunks that grow from `append_chunk`
   to 64 MiB. Only new bytes ever cross the wire, and a growing log can be
   read by others while it is written. A new file that grows past
-  `multipart_threshold` leaves append mode (an appendable object that existed
-  before never does); what was appended by then is carried over into the
-  multipart upload by upload-part-copy, and each part uploaded from staging is
-  freed there (`_free_part`), as appended bytes are.
+  `multipart_threshold` while being written faster than STREAMING_RATE
+  leaves append mode (a copy streaming in; a slower writer, such as a log,
+  goes on appending, as does an appendable object that existed before); what
+  was appended by then is carried over into the multipart upload, and each
+  part uploaded from staging is freed there (`_free_part`), as appended bytes
+  are.
 - Replace mode (anything else: overwrites, truncation, non-appendable
   objects, buckets without append). The object is replaced only when the new
   content is complete: files up to `rewrite_threshold` by one PUT (unchanged
@@ -66,6 +68,11 @@ MAX_APPEND_CHUNK = 64 * MiB
 # A writer in append mode waits while more than this much of it is not yet
 # appended (or four chunks, if more): see Writer._keep_pace.
 APPEND_BACKLOG = 128 * MiB
+# A new file past multipart_threshold goes multipart only if it was written
+# at least this fast on average (bytes per second since its first write):
+# serial appends take a slower writer as fast as it writes, and keep the
+# object appendable and readable by others while it grows (a log).
+STREAMING_RATE = 32 * MiB
 MIN_PART = 5 * MiB
 MAX_PARTS = 10_000
 # Errors after which this object (or this bucket) cannot be appended to.
@@ -157,6 +164,7 @@ class Writer:
         # (completing a multipart upload at every fsync would copy the whole
         # file so far on the server each time).
         self.synced_while_appending = False
+        self.first_write: float | None = None  # trio time of the first write (see STREAMING_RATE)
         self.parts_checked = 0  # parts below this were looked at for background upload
         self.append_scheduled = False
         self.appends_failing = False  # the last append attempt failed
@@ -244,6 +252,8 @@ class Writer:
             raise
         # (From here on nothing awaits until the change is staged and noted.)
         self.charged += len(data)
+        if self.first_write is None:
+            self.first_write = trio.current_time()
         end = offset + len(data)
         staged = self._changing(offset)
         if end > self.size:
@@ -255,16 +265,21 @@ class Writer:
         if self.remote_len is not None and offset < self.remote_len + self.appending:
             self._leave_append_mode("a write below what was already appended")
         if (self.remote_len is not None and self.created and not self.synced_while_appending
-                and self.size > self.path.opts.multipart_threshold):
+                and self.size > self.path.opts.multipart_threshold and self._streaming()):
             # (Only new files: an appendable object that was there before
             # stays appendable, and is never copied to add to it.)
-            self._leave_append_mode("past multipart_threshold")
+            self._leave_append_mode("past multipart_threshold, written fast")
         self._touch(offset, end)
         self.frontier = end
         self.inode.attrs = self.path.ns.touched(self.inode.attrs)
         self._kick()
         await self._keep_pace()
         return len(data)
+
+    def _streaming(self) -> bool:
+        """Written faster than STREAMING_RATE on average since the first write."""
+        assert self.first_write is not None
+        return self.size > STREAMING_RATE * (trio.current_time() - self.first_write)
 
     async def _before_change(self, at: int, truncating: bool = False) -> None:
         """A change from `at` on is coming: if parts at or beyond it were freed
@@ -878,7 +893,9 @@ class Writer:
             watch = self._watch()
             try:
                 if self.remote_len is not None:
-                    self.synced_while_appending = True
+                    # (Not a flush before any data, as when dd closes the
+                    # descriptor it opened after duplicating it.)
+                    self.synced_while_appending = self.synced_while_appending or self.size > 0
                     await self._flush_appends()
                 if self.remote_len is None and not self.discarded:
                     await self._replace()
