@@ -123,6 +123,7 @@ class Options:
     staging_dir: str = opt("", "Directory for data not yet uploaded.", shown="`CACHE_DIR/staging`")
     staging_size: int = opt(4 * GiB, "Budget of not-yet-uploaded data; writers wait while it is full.", parse_size, "4G")
     append_chunk: int = opt(4 * MiB, "A new or appendable file is sent by append upload whenever this much new data has arrived.", parse_size, "4M")
+    append_delay: float = opt(5.0, "Data written slowly to a new or appendable file (a log) is appended at most this many seconds after it arrives, even if less than append_chunk (after the file has been open a long time, at most every 0.1% of that time); 0: only whole chunks, fsync and close.")
     multipart_threshold: int = opt(256 * MiB, "New files are streamed by append upload; one that grows past this size while written faster than 32 MiB/s goes on by parallel multipart upload (slower writers, and appendable objects that existed before, stay appendable).", parse_size, "256M")
     rewrite_threshold: int = opt(16 * MiB, "A changed file up to this size is re-uploaded whole; a larger one is rebuilt by multipart upload that copies unchanged parts on the server.", parse_size, "16M")
     part_size: int = opt(8 * MiB, "Size of a multipart upload part (at least 5M).", parse_size, "8M")

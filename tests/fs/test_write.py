@@ -154,6 +154,47 @@ def test_a_growing_file_is_readable_by_others_while_written(bucket: str, s3, mak
     assert get(s3, bucket, "log") == data
 
 
+def test_a_reader_on_the_same_mount_reads_appended_bytes_while_appends_go_on(bucket: str, s3, make_mount) -> None:
+    """Appended bytes leave staging and are read from the object; each
+    append changes the object's ETag before its answer arrives. A reader
+    of the file's start (page cache dropped before every read) never gets
+    an error or wrong bytes while the writer streams on."""
+    # (Small appends, often: many chances for a read to meet one.)
+    m = make_mount(bucket, options={**SMALL, "multipart_threshold": "1G", "append_delay": "0.02"})
+    data = pattern(8 * MiB, 25)
+    errors: list[BaseException] = []
+    reads = 0
+    with open(m.path / "stream", "wb", buffering=0) as f:
+        f.write(data[:MiB])
+        os.fsync(f.fileno())  # (the start is in the object, and only there)
+        done = threading.Event()
+
+        def reader() -> None:
+            nonlocal reads
+            with open(m.path / "stream", "rb", buffering=0) as r:
+                while not done.is_set():
+                    os.posix_fadvise(r.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+                    try:
+                        if os.pread(r.fileno(), 64 * 1024, 4096) != data[4096 : 4096 + 64 * 1024]:
+                            errors.append(AssertionError("wrong bytes"))
+                    except OSError as err:
+                        errors.append(err)
+                    reads += 1
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        try:
+            for pos in range(MiB, len(data), 16 * 1024):
+                f.write(data[pos : pos + 16 * 1024])
+                time.sleep(0.005)
+        finally:
+            done.set()
+            thread.join()
+    assert reads > 100
+    assert not errors, f"{len(errors)} of {reads} reads failed, e.g. {errors[0]!r}"
+    assert get(s3, bucket, "stream") == data
+
+
 def test_appended_data_leaves_staging_while_the_file_is_still_open(bucket: str, s3, make_mount) -> None:
     """A file streamed out by appends does not pile up in staging (disk and
     page cache) until close: what is in the object is punched out of the
@@ -301,6 +342,25 @@ def test_a_slowly_written_new_file_stays_appendable_past_multipart_threshold(
     ops = proxy.stats
     assert not {"UploadPartCopy", "CreateMultipartUpload", "UploadPart"} & set(ops), ops
     assert sum(r.request_bytes for r in proxy.records("AppendObject")) == len(data)
+
+
+def test_a_slow_log_reaches_the_bucket_within_append_delay(bucket: str, s3, proxy: FaultProxy, make_mount) -> None:
+    """Lines written now and then, far less than append_chunk, are in the
+    bucket (for `tail` on another machine) within append_delay of being
+    written, without fsync or close; the object stays appendable."""
+    m = make_mount(bucket, endpoint=proxy.endpoint, options={**SMALL, "append_delay": "1"})
+    lines = [f"{n:04d} something happened\n".encode() for n in range(6)]
+    with open(m.path / "slow.log", "ab", buffering=0) as f:
+        for n, line in enumerate(lines):
+            f.write(line)
+            expected = b"".join(lines[: n + 1])
+            written = time.monotonic()
+            assert wait_until(lambda: exists_key(s3, bucket, "slow.log") and get(s3, bucket, "slow.log") == expected,
+                              timeout=5), f"line {n} not in the bucket 5 s after it was written"
+            assert time.monotonic() - written >= 0.5, "appended long before append_delay"
+    assert get(s3, bucket, "slow.log") == b"".join(lines)
+    assert appendable(s3, bucket, "slow.log")
+    assert proxy.count("AppendObject") <= len(lines) + 2
 
 
 def test_dd_past_multipart_threshold_goes_multipart_like_any_fast_copy(

@@ -9,7 +9,7 @@ out depends on that relation:
   `remote_len` bytes of the file and every change lies beyond them (a new
   file written sequentially, `>>` on an appendable object), new bytes go out
   by append upload as they arrive, in chunks that grow from `append_chunk`
-  to 64 MiB. Only new bytes ever cross the wire, and a growing log can be
+  to 64 MiB, and less when it has waited `append_delay` (`_append_soon`). Only new bytes ever cross the wire, and a growing log can be
   read by others while it is written. A new file that grows past
   `multipart_threshold` while being written faster than STREAMING_RATE
   leaves append mode (a copy streaming in; a slower writer, such as a log,
@@ -47,7 +47,8 @@ import hashlib
 import logging
 import math
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import trio
@@ -165,6 +166,9 @@ class Writer:
         # file so far on the server each time).
         self.synced_while_appending = False
         self.first_write: float | None = None  # trio time of the first write (see STREAMING_RATE)
+        self.delayed_append: trio.CancelScope | None = None  # see _append_soon
+        self.object_changes = 0  # requests of this writer in flight that change the object (its ETag)
+        self._object_settled = trio.Event()  # set (and replaced) when the last of them ends
         self.parts_checked = 0  # parts below this were looked at for background upload
         self.append_scheduled = False
         self.appends_failing = False  # the last append attempt failed
@@ -390,10 +394,27 @@ class Writer:
             try:
                 return await self.path.zos.get(self.path.ns.key(self.inode), start, end, if_match=etag or None)
             except ZosError as err:
-                # This writer appending meanwhile changes the ETag, not the bytes below: ask again.
+                # This writer's own append or upload changes the ETag, not
+                # these bytes: ask again under the new one. (The server may
+                # have changed the object before its answer got here.)
+                if err.code == "PreconditionFailed" and etag and self.base_etag == etag and self.object_changes:
+                    await self._object_settled.wait()
                 if not (err.code == "PreconditionFailed" and etag and self.base_etag != etag and attempts < 5):
                     raise FsError(errno.EIO, f"reading the unchanged part of {self.key_at_start!r}: {err}") from None
             etag, attempts = self.base_etag, attempts + 1
+
+    @contextmanager
+    def _changing_object(self) -> Iterator[None]:
+        """Around a request that changes the object: readers that find it
+        changed meanwhile wait for its answer (see _get_base)."""
+        self.object_changes += 1
+        try:
+            yield
+        finally:
+            self.object_changes -= 1
+            if not self.object_changes:
+                self._object_settled.set()
+                self._object_settled = trio.Event()
 
     async def _fill(self, start: int, end: int) -> None:
         """Bring unchanged bytes of the object into staging (before re-uploading them)."""
@@ -426,9 +447,31 @@ class Writer:
             if not self.append_scheduled and pending and (force or pending >= self._chunk()):
                 self.append_scheduled = True
                 self._spawn(lambda: self._append_in_background(1 if force else None))
+            elif pending and self.delayed_append is None and self.path.opts.append_delay > 0:
+                nursery = self.path.nursery
+                if nursery is not None:
+                    self.delayed_append = trio.CancelScope()
+                    nursery.start_soon(self._append_soon, self.delayed_append)
         elif self.size > self.path.opts.rewrite_threshold and (force or self.frontier // self.part_size > self.parts_checked):
             self.parts_checked = max(self.parts_checked, self.frontier // self.part_size)
             self._spawn(lambda: self._parts_in_background(force))
+
+    async def _append_soon(self, scope: trio.CancelScope) -> None:
+        """Append what is pending after `append_delay`, however little, so
+        that a log written slowly is readable in the bucket within seconds
+        (whole chunks alone could leave megabytes unseen for hours). The
+        delay grows to 0.1% of the time since the first write, which bounds a
+        file open for a month to a few thousand appends (each is a part of the
+        object on RGW). Not counted as a task: close does not wait for it,
+        and cancels it (`close`)."""
+        with scope:
+            age = trio.current_time() - (self.first_write or trio.current_time())
+            await trio.sleep(max(self.path.opts.append_delay, age / 1000))
+            self.delayed_append = None
+            if self.remote_len is not None:  # (in replace mode, force would upload an unfinished part)
+                self._kick(force=True)
+        if self.delayed_append is scope:
+            self.delayed_append = None
 
     def _chunk(self) -> int:
         """Appends grow with the file (fewer, larger requests), but stay well
@@ -534,7 +577,8 @@ class Writer:
             previous = "" if not self.inode.remote else (self.inode.etag or None)
             self.appending = length
             try:
-                result = await zos.append(key, start, FileRegion(self._stage().fd, start, length), opts)
+                with self._changing_object():
+                    result = await zos.append(key, start, FileRegion(self._stage().fd, start, length), opts)
             finally:
                 self.appending = 0
         except ZosError as err:
@@ -788,7 +832,8 @@ class Writer:
                 opts = await ns.write_options(self.inode, meta, replacing=True)
                 await self._fill(0, size)
                 size = self.size
-                etag = await zos.put(key, FileRegion(self._stage().fd, 0, size), opts)
+                with self._changing_object():
+                    etag = await zos.put(key, FileRegion(self._stage().fd, 0, size), opts)
             else:
                 size, etag = await self._complete_multipart(key)
         finally:
@@ -861,7 +906,8 @@ class Writer:
         if self.multipart is not mp or any(n not in mp.done for n in range(count)):
             raise FsError(errno.EIO, f"{self.key_at_start!r} changed while its upload was being completed")
         parts = [Part(n + 1, mp.done[n][1]) for n in range(count)]
-        await self.path.zos.complete_multipart(key, mp.upload_id, parts)
+        with self._changing_object():
+            await self.path.zos.complete_multipart(key, mp.upload_id, parts)
         return parts
 
     async def _abort_multipart(self) -> None:
@@ -942,6 +988,9 @@ class Writer:
 
     def close(self, keep_reason: str | None = None) -> None:
         """Drop the staging file; with a reason, keep it for recovery instead."""
+        if self.delayed_append is not None:
+            self.delayed_append.cancel()
+            self.delayed_append = None
         if self.staged is not None:
             if keep_reason is None:
                 self.staged.discard()
