@@ -41,6 +41,10 @@ NO_XATTR_PREFIXES = (b"security.", b"system.posix_acl_", b"trusted.")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
+# Errors that answer what was asked, not failures of the mount.
+ROUTINE_ERRORS = {errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY, errno.ENOTSUP, errno.ENODATA}
+
+
 def handler(fn: F) -> F:
     """Map every failure of a handler to an errno, and log its cause."""
 
@@ -52,7 +56,9 @@ def handler(fn: F) -> F:
             raise
         except FsError as err:
             if err.message:
-                level = logging.DEBUG if err.errno in (errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY) else logging.WARNING
+                # (Routine answers, such as ENOTSUP to `cp -a` setting a
+                # POSIX ACL on every file, would flood the log.)
+                level = logging.DEBUG if err.errno in ROUTINE_ERRORS else logging.WARNING
                 log.log(level, "%s: %s (%s)", fn.__name__, err.message, errno.errorcode.get(err.errno, err.errno))
             raise pyfuse3.FUSEError(err.errno) from None
         except ZosError as err:

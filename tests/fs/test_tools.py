@@ -94,6 +94,18 @@ def test_rsync_a_into_the_mount_keeps_everything_and_a_second_run_has_nothing_to
     same_tree(src, m2.path / "backup")
 
 
+def test_cp_a_into_the_mount_keeps_everything_and_logs_no_warning(mnt: ZosfsMount, tmp_path: Path) -> None:
+    """cp -a also tries to copy POSIX ACLs (system.posix_acl_access) onto
+    every file: refused with ENOTSUP, which cp ignores, and which is no
+    reason for a warning per file in the log."""
+    src = tmp_path / "src"
+    src.mkdir()
+    make_tree(src)
+    run("cp", "-a", src, mnt.path / "copy")
+    same_tree(src, mnt.path / "copy")
+    assert " WARNING " not in mnt.log_text(), mnt.tail(20)
+
+
 def test_tar_extracts_into_the_mount_and_archives_it_back_identically(mnt: ZosfsMount, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
