@@ -325,22 +325,26 @@ class Operations(pyfuse3.Operations):
             inode.page_etag = ""
         return fi
 
-    def _follow_local_changes(self, handle: FileHandle) -> None:
+    def _follow_changes(self, handle: FileHandle) -> None:
         """Let a handle read the version now current if this mount changed
-        the content (a writer began or ended), or only the metadata changed
-        (the ETag moved on by empty appends, or to one not known). Other
-        changes by others are not followed: the handle reads EIO instead."""
+        the content (a writer began or ended), if only the metadata changed
+        (the ETag moved on by empty appends, or to one not known), or if
+        another client appended to the object (it is appendable and not
+        shorter): `tail -f` of a log written elsewhere sees new lines once
+        the attributes are revalidated (attr_timeout). Other changes by
+        others are not followed: the handle reads EIO instead."""
         inode = handle.inode
         version = self.writes.version(inode)
         if (
             handle.version != version
             or (handle.etag and not inode.etag)
             or (handle.etag != inode.etag and same_data(handle.etag, inode.etag))
+            or (handle.etag != inode.etag and inode.writer is None and inode.appendable and inode.size >= handle.size)
         ):
             handle.etag, handle.size, handle.version = inode.etag, inode.size, version
 
     def _reads_old_version(self, handle: FileHandle) -> bool:
-        self._follow_local_changes(handle)
+        self._follow_changes(handle)
         return handle.etag != handle.inode.etag
 
     @handler
@@ -362,7 +366,7 @@ class Operations(pyfuse3.Operations):
         if not inode.remote:
             return b""
         key = self.ns.key(inode)
-        self._follow_local_changes(handle)
+        self._follow_changes(handle)
         reader = handle.reader
         if reader is None or reader.key != key or reader.etag != handle.etag:
             if reader is not None:

@@ -10,6 +10,8 @@ import os
 import sqlite3
 import stat
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.support.mount import ZosfsMount
@@ -187,3 +189,49 @@ def test_an_sqlite_database_in_the_mount(mnt: ZosfsMount, s3, bucket: str, tmp_p
     assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert con.execute("SELECT count(*) FROM t").fetchone() == (expected,)
     con.close()
+
+
+def test_tail_f_on_one_mount_follows_a_log_appended_through_another(make_mount, bucket: str, tmp_path: Path) -> None:
+    """Two machines: one appends lines to a log (`>>`), the other runs
+    `tail -f` on it and sees every line, within attr_timeout plus
+    append_delay, although its handle was opened before they were written."""
+    writer = make_mount(bucket, options={"append_delay": "0.5"})
+    reader = make_mount(bucket, options={"attr_timeout": "1", "entry_timeout": "1"})
+    with open(writer.path / "app.log", "w") as f:
+        f.write("started\n")
+    out = tmp_path / "tail.out"
+    with open(out, "wb") as sink:
+        tail = subprocess.Popen(["tail", "-f", "-s", "0.2", str(reader.path / "app.log")], stdout=sink,
+                                stderr=subprocess.PIPE)
+        try:
+            lines = ["started\n"]
+            for n in range(3):
+                time.sleep(0.5)
+                line = f"request {n} served\n"
+                with open(writer.path / "app.log", "a") as f:
+                    f.write(line)
+                lines.append(line)
+                expected = "".join(lines)
+                assert wait_for(lambda: out.read_text() == expected, timeout=10), (
+                    f"tail -f shows {out.read_text()!r}, not {expected!r}")
+            # A writer that keeps the log open: its lines arrive by append_delay.
+            with open(writer.path / "app.log", "a") as f:
+                f.write("still open\n")
+                f.flush()
+                lines.append("still open\n")
+                expected = "".join(lines)
+                assert wait_for(lambda: out.read_text() == expected, timeout=10), (
+                    f"tail -f shows {out.read_text()!r}, not {expected!r}")
+        finally:
+            tail.terminate()
+            _, err = tail.communicate(timeout=10)
+    assert err == b"", err
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
