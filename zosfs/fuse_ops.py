@@ -306,6 +306,8 @@ class Operations(pyfuse3.Operations):
             await self.ns.check_unlocked(inode, "writing")
         if writable and flags & os.O_TRUNC:
             await self.writes.open_truncated(inode)
+        elif writable and flags & os.O_APPEND:
+            self.writes.writer(inode).opened_for_append = True
         return self._open_handle(inode, writable)
 
     def _open_handle(self, inode: Inode, writable: bool) -> pyfuse3.FileInfo:

@@ -112,6 +112,34 @@ def test_close_fails_and_the_data_is_kept_in_staging(bucket: str, s3, proxy: Fau
     assert get(s3, bucket, "lost") == data
 
 
+def test_a_log_made_appendable_again_is_recovered_if_its_append_fails(bucket: str, s3, proxy: FaultProxy, tmp_path,
+                                                                      make_mount) -> None:
+    """`>>` to a small PUT object deletes it and appends the whole log anew
+    (see Writer._become_appendable). If that append fails, close says EIO,
+    the whole log (old lines and new) is in staging, and the next mount
+    stores it."""
+    s3.put_object(Bucket=bucket, Key="log", Body=b"old line\n")
+    options = {**SMALL, "staging_dir": str(tmp_path / "staging")}
+    m = make_mount(bucket, endpoint=proxy.endpoint, options=options, check_log=False)
+    down = proxy.add_rule(Rule(op="AppendObject", status=503))
+    f = open(m.path / "log", "ab", buffering=0)
+    f.write(b"new line\n")
+    with pytest.raises(OSError) as info:
+        f.close()
+    assert info.value.errno == errno.EIO
+    assert not exists(s3, bucket, "log")  # (deleted before the append)
+    wait_for(lambda: kept_files(m.log_text(), "log"))
+    [(data_file, _)] = kept_files(m.log_text(), "log")
+    with open(data_file, "rb") as staged:
+        assert staged.read() == b"old line\nnew line\n"
+    m.unmount()
+    proxy.remove_rule(down)
+    m2 = make_mount(bucket, endpoint=proxy.endpoint, options=options)
+    assert "recovered 'log'" in m2.log_text()
+    assert get(s3, bucket, "log") == b"old line\nnew line\n"
+    assert (m2.path / "log").read_bytes() == b"old line\nnew line\n"
+
+
 def test_a_failed_rebuild_leaves_the_object_as_it_was(bucket: str, s3, proxy: FaultProxy, make_mount) -> None:
     """A change that cannot be completed never replaces the object: neither
     a multipart rebuild nor a PUT leaves a partial version, and the failed

@@ -379,6 +379,44 @@ def test_dd_past_multipart_threshold_goes_multipart_like_any_fast_copy(
     assert not appendable(s3, bucket, "copy")
 
 
+def test_appending_to_a_small_non_appendable_object_makes_it_appendable(bucket: str, s3, proxy: FaultProxy,
+                                                                       make_mount) -> None:
+    """`>>` to a small object made by PUT (or left by `: > log`, or by
+    logrotate's copytruncate) stores it once more as an appendable object,
+    with its tags and ACL; from then on each `>>` sends only its bytes,
+    instead of downloading and uploading the whole log every time."""
+    m = make_mount(bucket, endpoint=proxy.endpoint, options=SMALL)
+    s3.put_object(Bucket=bucket, Key="log", Body=b"first\n", Tagging="team=ops", ACL="public-read")
+    with open(m.path / "log", "a") as f:
+        f.write("second\n")
+    assert get(s3, bucket, "log") == b"first\nsecond\n"
+    assert appendable(s3, bucket, "log")
+    assert s3.get_object_tagging(Bucket=bucket, Key="log")["TagSet"] == [{"Key": "team", "Value": "ops"}]
+    grants = s3.get_object_acl(Bucket=bucket, Key="log")["Grants"]
+    assert any(g["Grantee"].get("URI", "").endswith("/AllUsers") and g["Permission"] == "READ" for g in grants)
+    expected = b"first\nsecond\n"
+    for cycle in range(2):
+        proxy.reset_stats()
+        lines = [f"line {cycle}.{n}\n".encode() for n in range(5)]
+        for line in lines:
+            with open(m.path / "log", "ab") as f:
+                f.write(line)
+            expected += line
+        assert get(s3, bucket, "log") == expected
+        ops = proxy.stats
+        assert not {"PutObject", "GetObject", "UploadPartCopy", "DeleteObject"} & set(ops), ops
+        assert sum(r.request_bytes for r in proxy.records("AppendObject")) == sum(map(len, lines))
+        # Truncated (`: > log`, copytruncate): the next `>>` makes it appendable again.
+        with open(m.path / "log", "w"):
+            pass
+        with open(m.path / "log", "ab") as f:
+            f.write(b"after truncation\n")
+        expected = b"after truncation\n"
+        assert get(s3, bucket, "log") == expected
+        assert appendable(s3, bucket, "log")
+    assert (m.path / "log").read_bytes() == expected
+
+
 def test_one_gib_file_with_default_options(bucket: str, s3, make_mount) -> None:
     size = 1024 * MiB
     block = pattern(MiB, 99)

@@ -168,6 +168,7 @@ class Writer:
         self.first_write: float | None = None  # trio time of the first write (see STREAMING_RATE)
         self.delayed_append: trio.CancelScope | None = None  # see _append_soon
         self.object_changes = 0  # requests of this writer in flight that change the object (its ETag)
+        self.opened_for_append = False  # written through an O_APPEND handle (see _become_appendable)
         self._object_settled = trio.Event()  # set (and replaced) when the last of them ends
         self.parts_checked = 0  # parts below this were looked at for background upload
         self.append_scheduled = False
@@ -910,6 +911,45 @@ class Writer:
             await self.path.zos.complete_multipart(key, mp.upload_id, parts)
         return parts
 
+    def _may_become_appendable(self) -> bool:
+        """A small object that is not appendable (made by PUT, multipart or
+        a copy, or by this mount's rewrite after a truncation), written to
+        through O_APPEND (`>>`), whose rewrite would be a PUT anyway."""
+        return (self.path.append_ok and self.inode.remote and not self.inode.appendable and not self.freed
+                and self.multipart is None and self.size <= self.path.opts.rewrite_threshold)
+
+    async def _become_appendable(self) -> None:
+        """Store the file as an appendable object: delete the object, then
+        append all of the file (what a PUT would have sent), so that every
+        later `>>` costs only its new bytes, instead of rewriting the whole
+        file each time (a log truncated by `: > log` or logrotate's
+        copytruncate became a PUT object, and each line then cost a download
+        and an upload of the log). Readers elsewhere may find no object for
+        the few milliseconds between the two requests; staging holds the
+        whole file first (a failure leaves it there, as for a new file).
+        Caller holds the lock."""
+        ns = self.path.ns
+        key = ns.key(self.inode)
+        # Tags and ACL are read now, while the object exists: its
+        # appendable successor carries them (see Namespace.write_options).
+        await ns.write_options(self.inode, encode(self.inode.attrs, self.inode.meta), replacing=True)
+        await self._fill(0, self.size)
+        if self.remote_len is not None or not self._may_become_appendable():
+            return  # (changed while the bytes came)
+        self._stage().write_journal(created=True)  # staging holds all of the file now
+        self.created = True
+        try:
+            with self._changing_object():
+                await self.path.zos.delete(key)
+        except ZosError as err:
+            log.info("%r stays a non-appendable object: deleting it before appending failed (%s)", key, err)
+            return
+        log.debug("%r is stored again as an appendable object (written through O_APPEND)", key)
+        self.inode.remote, self.inode.etag = False, ""
+        self.remote_len, self.base_limit = 0, 0
+        self.dirty.add(0, self.size)
+        await self._append(self.size)  # in one request: never a partial version in the bucket
+
     async def _abort_multipart(self) -> None:
         """Abort the multipart upload, unless it holds freed parts of a file
         that still exists: it is then kept (with the staging file) for the
@@ -938,6 +978,8 @@ class Writer:
             generation = self.generation
             watch = self._watch()
             try:
+                if self.remote_len is None and self.opened_for_append and self._may_become_appendable():
+                    await self._become_appendable()
                 if self.remote_len is not None:
                     # (Not a flush before any data, as when dd closes the
                     # descriptor it opened after duplicating it.)
