@@ -17,10 +17,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import trio
 
 from tests.support.faultproxy import FaultProxy, Rule
 from tests.support.mount import ZosfsMount
 from tests.support.objects import get, pattern
+from tests.support.rgw import MAIN_USER
+from zosfs.zos import ClientConfig, WriteOptions, ZosClient
 
 MiB = 1024 * 1024
 SMALL = {"append_chunk": "1M", "part_size": "5M", "rewrite_threshold": "10M", "multipart_threshold": "24M"}
@@ -404,6 +407,47 @@ def test_a_killed_daemons_large_file_whose_parts_left_staging_is_completed_by_th
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
     recovered_by_the_next_mount(make_mount, s3, bucket, proxy, options, "large", data)
     assert not list(staging.rglob("*.data")) and not list(staging.rglob("*.parts"))
+
+
+def test_recovery_when_the_object_grew_by_a_late_append_over_freed_parts(bucket: str, s3, rgw, tmp_path,
+                                                                         make_mount) -> None:
+    """A daemon left append mode while an append was on its way: the
+    journal names the object's first 3 MiB, but the append landed and the
+    object holds 7 MiB; part 2 ([5, 10) MiB) of the multipart upload was
+    freed from staging meanwhile. (This is what the kill tests above leave
+    when the machine is busy.) The next mount completes the upload with the
+    object's start, the freed part and staging, byte for byte."""
+    mib = MiB
+    staging = tmp_path / "staging"
+    options = {**SMALL, "staging_dir": str(staging)}
+    make_mount(bucket, options=options).unmount()  # (makes the mount's staging folder)
+    [folder] = [p.parent for p in staging.rglob("lock")]
+    data = pattern(12 * mib + 77, 21)
+
+    async def leave_leftovers() -> tuple[str, str, str]:
+        cfg = ClientConfig(endpoint=rgw.endpoint, bucket=bucket, access_key=MAIN_USER.access_key,
+                           secret_key=MAIN_USER.secret_key)
+        async with ZosClient(cfg) as zos:
+            first = await zos.append("late", 0, data[: 3 * mib], WriteOptions())
+            await zos.append("late", 3 * mib, data[3 * mib : 7 * mib], WriteOptions())  # the late one
+            upload_id = await zos.create_multipart("late", WriteOptions())
+            part2 = await zos.upload_part("late", upload_id, 2, data[5 * mib : 10 * mib])
+        return first.etag, upload_id, part2
+
+    etag, upload_id, part2 = trio.run(leave_leftovers)
+    staged = bytearray(data)
+    staged[: 3 * mib] = bytes(3 * mib)  # appended, then freed
+    staged[5 * mib : 10 * mib] = bytes(5 * mib)  # part 2, freed
+    (folder / "x.data").write_bytes(staged)
+    (folder / "x.json").write_text(json.dumps({
+        "key": "late", "data": "x.data", "created": True, "state": "writing", "appended": 3 * mib,
+        "etag": etag, "upload_id": upload_id, "part_size": 5 * mib}))
+    (folder / "x.parts").write_text(json.dumps({"upload_id": upload_id, "part": 2, "etag": part2}) + "\n")
+    m = make_mount(bucket, options=options)
+    assert "recovered 'late'" in m.log_text()
+    assert get(s3, bucket, "late") == data
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    assert not list(folder.glob("x.*"))
 
 
 def test_a_failed_close_keeps_the_upload_that_holds_freed_parts(bucket: str, s3, proxy: FaultProxy, tmp_path,

@@ -131,8 +131,10 @@ class ZosfsMount:
         try:
             return self.process.wait(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGUSR1)  # the daemon logs what each of its tasks waits for
+            time.sleep(1)
             self.kill()
-            raise RuntimeError(f"zosfs did not exit after unmount:\n{self.tail()}") from None
+            raise RuntimeError(f"zosfs did not exit after unmount:\n{self.tail(200)}") from None
 
     def signal(self, signum: int) -> None:
         assert self.process is not None

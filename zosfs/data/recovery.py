@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import shutil
+from collections.abc import Sequence
 from typing import Any
 
 from zosfs.data.staging import Staging
@@ -127,8 +128,10 @@ async def _rebuild(zos: ZosClient, staging: Staging, record: dict[str, Any], inf
     one, or a new one)."""
     key, appended, etag = record.get("key", ""), int(record.get("appended") or 0), record.get("etag", "")
     fd = os.open(record["path"], os.O_RDWR)
+    part_size = int(record.get("part_size") or 0)
+    freed_ranges = [((n - 1) * part_size, n * part_size) for n in sorted(freed)] if part_size else []
     try:
-        holds = await _holds_the_stored_bytes(zos, key, info, fd, appended, etag, size)
+        holds = await _holds_the_stored_bytes(zos, key, info, fd, appended, etag, size, freed_ranges)
     except BaseException:
         os.close(fd)
         raise
@@ -137,7 +140,7 @@ async def _rebuild(zos: ZosClient, staging: Staging, record: dict[str, Any], inf
         _keep(staging, record, _changed_since(appended) if appended else "its key now holds other data")
         return
     stored, etag = (info.size, info.etag) if info is not None else (0, "")
-    upload_id, part_size = record.get("upload_id"), int(record.get("part_size") or 0)
+    upload_id = record.get("upload_id")
     parts = []
     try:
         if not freed or not upload_id or part_size < MIN_PART:
@@ -169,24 +172,34 @@ def _changed_since(appended: int) -> str:
 
 
 async def _holds_the_stored_bytes(zos: ZosClient, key: str, info: ObjectInfo | None, fd: int, appended: int,
-                                  etag: str, size: int) -> bool:
+                                  etag: str, size: int, freed: Sequence[tuple[int, int]] = ()) -> bool:
     """Whether the object is still the one the journal names (its first
     `appended` bytes, ETag `etag`, appendable or not), or an appendable one
     grown from it (from nothing, if `appended` is 0) by appends of staged
-    bytes that ended after the journal was written."""
+    bytes that ended after the journal was written. Where those appends
+    overlap `freed` parts, staging has holes: those bytes are not compared
+    (a rebuild takes them from the parts, never from the object)."""
     if info is None or not appended <= info.size <= size:
         return False
     if appended and info.size == appended:
         return bool(etag) and info.etag == etag
-    return info.appendable and await _is_prefix(zos, key, fd, info.size, appended)
+    return info.appendable and await _is_prefix(zos, key, fd, info.size, appended, freed)
 
 
-async def _is_prefix(zos: ZosClient, key: str, fd: int, length: int, start_at: int = 0) -> bool:
+async def _is_prefix(zos: ZosClient, key: str, fd: int, length: int, start_at: int = 0,
+                     skip: Sequence[tuple[int, int]] = ()) -> bool:
     """Whether the object's first `length` bytes are the file's (from
-    `start_at` on: the file's bytes below it are holes)."""
+    `start_at` on: the file's bytes below it are holes), but in the `skip`
+    ranges."""
     for start in range(start_at, length, COMPARE_CHUNK):
         end = min(length, start + COMPARE_CHUNK)
-        if bytes(await zos.get(key, start, end)) != os.pread(fd, end - start, start):
+        remote, local = bytes(await zos.get(key, start, end)), os.pread(fd, end - start, start)
+        for s, e in skip:
+            s, e = max(s, start), min(e, end)
+            if s < e:
+                remote = remote[: s - start] + bytes(e - s) + remote[e - start :]
+                local = local[: s - start] + bytes(e - s) + local[e - start :]
+        if remote != local:
             return False
     return True
 
