@@ -372,14 +372,20 @@ def test_a_killed_daemons_multipart_upload_is_aborted_by_the_next_mount(
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
 
 
-def write_until_parts_leave_staging(path: os.PathLike[str] | str, data: bytes, staging: Any) -> Any:
+def write_until_parts_leave_staging(path: os.PathLike[str] | str, data: bytes, staging: Any,
+                                    part: int | None = None) -> Any:
     """Write a new file past multipart_threshold (kept open) until the parts
-    log names parts that were freed from staging: from then on only the
-    multipart upload holds those bytes."""
+    log names parts that were freed from staging (`part`, if given): from
+    then on only the multipart upload holds those bytes."""
     f = open(path, "w+b", buffering=0)
     for start in range(0, len(data), MiB):
         f.write(data[start : start + MiB])
-    wait_for(lambda: any(p.stat().st_size for p in staging.rglob("*.parts")), timeout=30)
+
+    def freed() -> bool:
+        lines = [line for p in staging.rglob("*.parts") for line in p.read_text().splitlines()]
+        return bool(lines) and (part is None or any(f'"part": {part},' in line for line in lines))
+
+    wait_for(freed, timeout=30)
     return f
 
 
@@ -485,7 +491,7 @@ def test_a_killed_daemons_large_file_completed_for_a_read_is_completed_by_the_ne
     options = {**SMALL, "staging_dir": str(staging)}
     m = make_mount(bucket, endpoint=proxy.endpoint, options=options, check_log=False)
     data = pattern(50 * MiB + 99, 18)
-    f = write_until_parts_leave_staging(m.path / "grown", data[: 40 * MiB], staging)
+    f = write_until_parts_leave_staging(m.path / "grown", data[: 40 * MiB], staging, part=7)  # [30, 35) MiB
     os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
     assert os.pread(f.fileno(), 1000, 30 * MiB) == data[30 * MiB : 30 * MiB + 1000]
     assert s3.head_object(Bucket=bucket, Key="grown")["ContentLength"] >= 30 * MiB
