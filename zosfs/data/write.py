@@ -9,8 +9,9 @@ out depends on that relation:
   `remote_len` bytes of the file and every change lies beyond them (a new
   file written sequentially, `>>` on an appendable object), new bytes go out
   by append upload as they arrive, in chunks that grow from `append_chunk`
-  to 64 MiB, and less when it has waited `append_delay` (`_append_soon`). Only new bytes ever cross the wire, and a growing log can be
-  read by others while it is written. A new file that grows past
+  to 64 MiB (less, once new bytes have waited `append_delay`: see
+  `_append_soon`). Only new bytes ever cross the wire, and a growing log can
+  be read by others while it is written. A new file that grows past
   `multipart_threshold` while being written faster than STREAMING_RATE
   leaves append mode (a copy streaming in; a slower writer, such as a log,
   goes on appending, as does an appendable object that existed before); what
@@ -23,7 +24,8 @@ out depends on that relation:
   bytes downloaded first), larger ones by multipart upload in which unchanged
   parts are copied on the server (upload-part-copy) and changed parts are
   sent from staging. A sequential writer's finished parts are uploaded in the
-  background while it writes.
+  background while it writes. (A small non-appendable object written through
+  O_APPEND is instead deleted and appended anew: `_become_appendable`.)
 
 Every object written carries the file's full metadata, tags and ACL, since
 RGW replaces them on each append (see `Namespace.write_options`).
