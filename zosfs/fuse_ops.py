@@ -41,6 +41,8 @@ NO_XATTR_PREFIXES = (b"security.", b"system.posix_acl_", b"trusted.")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
+# Offsets of a directory listing: "." is 0, ".." is 1, the names come after.
+DOT_ENTRIES = 2
 # Errors that answer what was asked, not failures of the mount.
 ROUTINE_ERRORS = {errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY, errno.ENOTSUP, errno.ENODATA}
 
@@ -420,7 +422,15 @@ class Operations(pyfuse3.Operations):
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         self._check_fault("readdir")
         dh = self.dirs[fh]
-        i = start_id
+        # "." and ".." first, as a local disk lists them (`ls -a`); the kernel
+        # takes no lookup reference for them (fuse_direntplus_link).
+        if start_id == 0 and not pyfuse3.readdir_reply(token, b".", self.entry(dh.inode), 1):
+            return
+        if start_id <= 1:
+            parent = self.ns.table.get(dh.inode.parent) or dh.inode
+            if not pyfuse3.readdir_reply(token, b"..", self.entry(parent), DOT_ENTRIES):
+                return
+        i = max(start_id - DOT_ENTRIES, 0)
         while i < len(dh.names):
             name = dh.names[i]
             entry = dh.listing.entries.get(name)
@@ -434,7 +444,8 @@ class Operations(pyfuse3.Operations):
                     raise
                 i += 1
                 continue
-            if not pyfuse3.readdir_reply(token, name.encode("utf-8", "surrogateescape"), self.entry(inode), i + 1):
+            if not pyfuse3.readdir_reply(token, name.encode("utf-8", "surrogateescape"), self.entry(inode),
+                                         i + 1 + DOT_ENTRIES):
                 self.ns.table.release(inode)
                 break
             inode.lookups += 1

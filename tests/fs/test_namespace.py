@@ -102,6 +102,12 @@ def test_ls_l_and_find_show_a_tree_put_with_boto3(mnt: ZosfsMount, s3) -> None:
     assert [line.split()[-1] for line in out[1:]] == ["b", "one"]
     assert out[1].startswith("d") and out[2].startswith("-")
     assert out[2].split()[4] == "2"
+    # ls -a lists "." and ".." as on a local disk, with their inode numbers.
+    out = run("ls", "-ai1", mnt.path / "a" / "b", check=True).stdout.split()
+    assert out[1::2] == [".", "..", "c", "two"]
+    assert int(out[0]) == os.stat(mnt.path / "a" / "b").st_ino
+    assert int(out[2]) == os.stat(mnt.path / "a").st_ino
+    assert sorted(os.listdir(mnt.path / "a" / "b")) == ["c", "two"]
 
 
 def test_cp_r_of_a_nested_tree(mnt: ZosfsMount, s3, tmp_path: Path) -> None:
