@@ -11,10 +11,9 @@ import sqlite3
 import stat
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from tests.support.mount import ZosfsMount
+from tests.support.mount import ZosfsMount, wait_until
 from tests.support.objects import get, pattern
 
 MiB = 1024 * 1024
@@ -212,7 +211,7 @@ def test_tail_f_on_one_mount_follows_a_log_appended_through_another(make_mount, 
                     f.write(line)
                 lines.append(line)
                 expected = "".join(lines)
-                assert wait_for(lambda: out.read_text() == expected, timeout=10), (
+                assert wait_until(lambda: out.read_text() == expected, timeout=10), (
                     f"tail -f shows {out.read_text()!r}, not {expected!r}")
             # A writer that keeps the log open: its lines arrive by append_delay.
             with open(writer.path / "app.log", "a") as f:
@@ -220,18 +219,9 @@ def test_tail_f_on_one_mount_follows_a_log_appended_through_another(make_mount, 
                 f.flush()
                 lines.append("still open\n")
                 expected = "".join(lines)
-                assert wait_for(lambda: out.read_text() == expected, timeout=10), (
+                assert wait_until(lambda: out.read_text() == expected, timeout=10), (
                     f"tail -f shows {out.read_text()!r}, not {expected!r}")
         finally:
             tail.terminate()
             _, err = tail.communicate(timeout=10)
     assert err == b"", err
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()

@@ -23,7 +23,7 @@ import pytest
 import trio
 
 from tests.support.faultproxy import FaultProxy, Rule
-from tests.support.mount import ZosfsMount, drop_page_cache, vm_hwm
+from tests.support.mount import ZosfsMount, drop_page_cache, vm_hwm, wait_until
 from tests.support.objects import get, pattern
 from tests.support.rgw import MAIN_USER, LocalRGW
 from zosfs.zos import ClientConfig, WriteOptions, ZosClient
@@ -1019,15 +1019,6 @@ def test_an_unlinked_file_open_for_writing_keeps_its_content(bucket: str, s3, ma
     assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
     assert wait_staging_empty(m)["staging_reserved"] == 0
     assert staging_files(m) == []
-
-
-def wait_until(predicate: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def exists_key(s3: Any, bucket: str, key: str) -> bool:

@@ -170,8 +170,8 @@ class Writer:
         self.first_write: float | None = None  # trio time of the first write (see STREAMING_RATE)
         self.delayed_append: trio.CancelScope | None = None  # see _append_soon
         self.object_changes = 0  # requests of this writer in flight that change the object (its ETag)
-        self.opened_for_append = False  # written through an O_APPEND handle (see _become_appendable)
         self._object_settled = trio.Event()  # set (and replaced) when the last of them ends
+        self.opened_for_append = False  # written through an O_APPEND handle (see _become_appendable)
         self.parts_checked = 0  # parts below this were looked at for background upload
         self.append_scheduled = False
         self.appends_failing = False  # the last append attempt failed
@@ -470,11 +470,11 @@ class Writer:
         with scope:
             age = trio.current_time() - (self.first_write or trio.current_time())
             await trio.sleep(max(self.path.opts.append_delay, age / 1000))
-            self.delayed_append = None
-            if self.remote_len is not None:  # (in replace mode, force would upload an unfinished part)
-                self._kick(force=True)
         if self.delayed_append is scope:
             self.delayed_append = None
+        # (Not in replace mode: there, force would upload an unfinished part.)
+        if not scope.cancelled_caught and self.remote_len is not None:
+            self._kick(force=True)
 
     def _chunk(self) -> int:
         """Appends grow with the file (fewer, larger requests), but stay well
