@@ -41,6 +41,8 @@ def peers_dirs() -> list[Path]:
     if os.environ.get("ZOSFS_BENCH_PEERS"):
         return [Path(os.environ["ZOSFS_BENCH_PEERS"])]
     found = [REPO.parent / "shared" / "peers"]
+    if not shutil.which("git"):
+        return found
     common = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--path-format=absolute", "--git-common-dir"],
                             capture_output=True, text=True)
     if common.returncode == 0 and common.stdout.strip():
