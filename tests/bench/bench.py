@@ -310,8 +310,11 @@ def write_results(results: Results, args: argparse.Namespace, folder: Path, star
             with path.open("rb") as f:
                 f.seek(max(0, path.stat().st_size - 256 * 1024))
                 (logs / path.name).write_bytes(f.read())
-    # latest.md and latest.png are the last complete full run: quick and interrupted runs leave them alone.
-    latest = None if args.quick or interrupted else args.results / "latest.md"
+    # latest.md and latest.png are the last complete full run: quick, interrupted and partial runs
+    # (fewer contenders or workloads, extra zosfs options) leave them alone.
+    full = (not args.quick and not interrupted and not args.zosfs_options and set(DEFAULT) <= set(args.only)
+            and set(args.workloads) == {wl.name for wl in workloads(Sizes())})
+    latest = args.results / "latest.md" if full else None
     report.write(data, folder, latest)
     log(f"results in {folder}/results.md (and results.json, results.png, throughput.png)"
         + (f"; copies in {latest} and {latest.with_suffix('.png')}" if latest else ""))
