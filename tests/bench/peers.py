@@ -79,6 +79,7 @@ def apt_install(packages: list[str], log: Callable[[str], None]) -> None:
 
 
 def sha256(path: Path) -> str:
+    """The file's SHA-256 (hex): the key of the s3fs build cache."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):
@@ -95,6 +96,7 @@ def locked(name: str) -> int:
 
 
 def works(binary: Path, *args: str) -> bool:
+    """Whether `binary ARGS` runs and exits 0 (a cached build or venv that is whole)."""
     try:
         return subprocess.run([str(binary), *args], capture_output=True, timeout=60).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
