@@ -55,7 +55,15 @@ def _help() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+    """The `zosfs` command; returns its exit status."""
+    try:
+        return _dispatch(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:  # `zosfs --help | head`: the reader has gone, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _dispatch(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(_help())
         return 0 if args else 2
@@ -126,7 +134,7 @@ def stats(argv: list[str]) -> int:
     if a.json:
         print(json.dumps(data, indent=2))
         return 0
-    print(f"zosfs {data['version']}  {data['source']} on {data['mountpoint']}  up {data['uptime']:.0f} s")
+    print(f"zosfs {data['version']}  {data['source']} on {data['mountpoint']}  up {data['uptime']:.0f} s  pid {data['pid']}")
     print(f"memory {data['memory_rss'] / 2**20:.1f} MiB   inodes {data['inodes']}   open files {data['open_files']}")
     if data.get("log"):
         print(f"log {data['log']}")

@@ -457,6 +457,7 @@ class Mount:
         lookups = reads.hits + reads.misses
         return {
             "version": __version__,
+            "pid": os.getpid(),
             "source": str(self.source),
             "mountpoint": self.mountpoint,
             "uptime": round(time.time() - self.started, 1),
