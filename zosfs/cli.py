@@ -222,6 +222,8 @@ def _serve(opts, source, mountpoint, creds, *, foreground: bool, pipe: ReadyPipe
     def warn(text: str) -> None:
         if pipe is not None:
             pipe.send("warn", text)
+        elif where != "stderr":  # in the foreground with log_file: the terminal hears it too
+            print(f"zosfs: warning: {text}", file=sys.stderr)
 
     try:
         return trio.run(m.run, ready, warn)

@@ -313,7 +313,6 @@ class MountRequests(RequestStats):
         super().__call__(op, seconds, error, nbytes)
 
 
-
 class Mount:
     def __init__(self, opts: Options, source: Source, mountpoint: str, creds: Credentials, log_where: str = "") -> None:
         self.opts = opts
@@ -347,8 +346,8 @@ class Mount:
     async def run(self, on_ready: Callable[[], None], on_warning: Callable[[str], None] | None = None) -> int:
         """Mount, serve until unmounted or signalled, then flush and unmount.
         Raises MountError or ZosError for failures before the mount is ready.
-        `on_warning` also gets the warnings found before (a background
-        mount's parent prints them; its log may be far away)."""
+        `on_warning` receives the warnings found while mounting, besides the
+        log (the parent of a background mount prints them on its stderr)."""
         opts = self.opts
         async with ZosClient(self.client_config(), observer=self.requests) as zos:
             caps = await probe(zos)

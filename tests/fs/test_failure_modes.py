@@ -225,3 +225,10 @@ def test_missing_prefix_and_non_empty_mount_point_each_warn_in_one_line(
         assert os.listdir(mountpoint) == ["file.txt"]
     finally:
         unmount(mountpoint)
+
+
+def test_foreground_mount_with_a_log_file_warns_on_the_terminal_too(make_mount, bucket: str) -> None:
+    m = make_mount(bucket, prefix="nothing-here")
+    stderr = (m.workdir / f"{m.path.name}.stderr").read_text()
+    assert "zosfs: warning: prefix 'nothing-here/' of bucket" in stderr
+    assert "holds no objects yet" in m.log_text()

@@ -15,9 +15,13 @@ from zosfs.options import build, split_o
 
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
+    """setup_logging changes process-wide state; later tests need it back."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    quieted = {name: logging.getLogger(name).level for name in ("botocore", "boto3", "urllib3", "s3transfer")}
     yield
+    for name, old in quieted.items():
+        logging.getLogger(name).setLevel(old)
     for h in list(root.handlers):
         root.removeHandler(h)
         h.close()
