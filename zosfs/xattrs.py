@@ -191,6 +191,8 @@ class Xattrs:
     async def _get_zos(self, inode: Inode, what: str) -> str:
         if not inode.remote and what in FACTS + ("acl", "retention", "legal_hold", "restore"):
             raise FsError(ENOATTR)
+        if what in ("retention", "legal_hold") and not self.ns.object_lock:
+            raise FsError(ENOATTR)  # the bucket cannot have them; RGW would answer InvalidRequest
         key = self.ns.key(inode)
         if what == "acl":
             acl = await self.ns.acl(inode)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import trio
+
 from zosfs.zos.client import ZosClient
-from zosfs.zos.errors import CONNECTION_FAILED, TIMEOUT, ZosError
+from zosfs.zos.errors import CONNECTION_FAILED, TIMEOUT, ZosError, from_code
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,17 @@ def _explain(err: ZosError, client: ZosClient) -> ZosError:
 
 async def probe(client: ZosClient) -> Capabilities:
     """Check the bucket answers and learn what it allows. Raises ZosError."""
+    # The first answer is bounded by connect_timeout, not read_timeout: a
+    # server that accepts connections but never answers a HEAD (a wrong port,
+    # a stuck proxy) is as unreachable as one that refuses them, and the user
+    # should hear so in seconds, not after a minute.
+    bound = min(client.config.connect_timeout, client.config.read_timeout)
     try:
-        await client.head_bucket(retry_timeouts=False)  # a stalled server fails in one read timeout
+        with trio.move_on_after(bound) as scope:
+            await client.head_bucket(retry_timeouts=False)
+        if scope.cancelled_caught:
+            raise from_code(TIMEOUT, None, op="HeadBucket",
+                            detail=f"it accepted the connection but sent no answer within {bound:g} s")
     except ZosError as err:
         if err.status in (400, 403):
             # HEAD answers have no body; a GET says which 403 this is
@@ -73,3 +84,12 @@ async def probe(client: ZosClient) -> Capabilities:
     object_lock = bool(lock and lock.get("ObjectLockEnabled") == "Enabled")
     append = versioning is None and not object_lock
     return Capabilities(client.config.endpoint, client.bucket, versioning, object_lock, append)
+
+
+async def prefix_is_empty(client: ZosClient, prefix: str) -> bool:
+    """True when no key starts with `prefix` (a mount of a prefix that does
+    not exist yet: often a typo, so the mount warns)."""
+    if not prefix:
+        return False
+    page = await client.list(prefix, delimiter=None, max_keys=1)
+    return not page.entries and not page.prefixes
