@@ -35,8 +35,15 @@ from zosfs.zos import ZosError
 log = logging.getLogger(__name__)
 
 STATS_XATTR = b"user.zosfs.stats"
-# Asked for by ls, cp and the kernel on every file; never stored by us.
-NO_XATTR_PREFIXES = (b"security.", b"system.posix_acl_", b"trusted.")
+# Asked for by ls -l (selinux, the POSIX ACLs) and the kernel (capability, on
+# every write) on every file; never stored (see zosfs/xattrs.py), so answered
+# here at once, without looking at the inode.
+NO_XATTR_NAMES = frozenset({b"security.capability", b"security.selinux"})
+NO_XATTR_PREFIXES = (b"system.",)
+# S3's largest object (5 TiB). The write path grows the part size of a large
+# file so that 10,000 parts hold it, so this, not part_size x 10,000, is the
+# limit; beyond it truncate and write give EFBIG, as ext4 does beyond its own.
+MAX_FILE_SIZE = 5 * 2**40
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -194,6 +201,8 @@ class Operations(pyfuse3.Operations):
         if fields.update_size:
             if inode.is_dir:
                 raise FsError(errno.EISDIR)
+            if attr.st_size > MAX_FILE_SIZE:
+                raise FsError(errno.EFBIG, f"{attr.st_size} bytes: an object holds at most {MAX_FILE_SIZE} (5 TiB)")
             await self.ns.check_unlocked(inode, "truncating")
             await self.writes.truncate(inode, attr.st_size)
         a = inode.attrs
@@ -381,7 +390,7 @@ class Operations(pyfuse3.Operations):
     @handler
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         self._check_fault("write")
-        return await self.writes.write(self.files[fh].inode, off, buf)
+        return await self.writes.write(self.files[fh].inode, off, within_max_size(off, buf))
 
     @handler
     async def flush(self, fh: int) -> None:
@@ -478,7 +487,7 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def getxattr(self, ino: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        if name.startswith(NO_XATTR_PREFIXES):
+        if name in NO_XATTR_NAMES or name.startswith(NO_XATTR_PREFIXES):
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)  # directly: ls -l asks twice per file
         if name == STATS_XATTR and ino == pyfuse3.ROOT_INODE:
             return json.dumps(self.stats(), separators=(",", ":")).encode()
@@ -486,19 +495,33 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def listxattr(self, ino: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
-        return await self.xattrs.list(self.ns.get(ino))
+        # trusted.* only for root (the kernel lets no one else read them; uid 0
+        # stands for CAP_SYS_ADMIN, which the request does not carry).
+        return await self.xattrs.list(self.ns.get(ino), privileged=ctx.uid == 0)
 
     @handler
     async def setxattr(self, ino: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
-        if name.startswith(NO_XATTR_PREFIXES):
-            raise FsError(errno.ENOTSUP, f"{name.decode(errors='replace')}: only user.* attributes are stored")
+        if name in NO_XATTR_NAMES or name.startswith(NO_XATTR_PREFIXES):
+            # (cp -a sets system.posix_acl_access on every file: ENOTSUP, which it ignores.)
+            raise FsError(errno.ENOTSUP, f"{name.decode(errors='replace')} is not stored (see README: Extended attributes)")
         await self.xattrs.set(self.ns.get(ino), _xattr_name(name), value)
 
     @handler
     async def removexattr(self, ino: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        if name.startswith(NO_XATTR_PREFIXES):
+        if name in NO_XATTR_NAMES or name.startswith(NO_XATTR_PREFIXES):
             raise FsError(pyfuse3.ENOATTR)
         await self.xattrs.remove(self.ns.get(ino), _xattr_name(name))
+
+
+def within_max_size(off: int, buf: bytes) -> bytes:
+    """The part of a write that fits below MAX_FILE_SIZE, as ext4 (and the
+    VFS's generic_write_check_limits) cut one: a short write that ends at the
+    limit, EFBIG for a write that starts at or beyond it."""
+    if off + len(buf) <= MAX_FILE_SIZE:
+        return buf
+    if off >= MAX_FILE_SIZE:
+        raise FsError(errno.EFBIG, f"write at {off}: an object holds at most {MAX_FILE_SIZE} bytes (5 TiB)")
+    return buf[:MAX_FILE_SIZE - off]
 
 
 def _xattr_name(raw: bytes) -> str:

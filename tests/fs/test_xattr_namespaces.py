@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import subprocess
 import struct
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -115,3 +118,34 @@ def test_probed_names_cost_no_request_and_are_never_stored(make_mount, bucket: s
     assert errno_of(os.getxattr, m.path / "f1", "system.posix_acl_access") == errno.ENODATA
     assert "xattr" not in s3.head_object(Bucket=bucket, Key="f1")["Metadata"]
     assert errno_of(os.setxattr, m.path / "f1", "system.nfs4_acl", b"x") == errno.ENOTSUP
+
+
+def test_trusted_names_are_the_kernel_s_to_guard_and_hidden_from_other_users(rgw, bucket: str, s3) -> None:
+    """The kernel refuses trusted.* to a caller without CAP_SYS_ADMIN before
+    zosfs sees it (EPERM to set, ENODATA to get); zosfs leaves them out of
+    such a caller's listing, as ext4 does."""
+    workdir = Path(tempfile.mkdtemp(prefix="zosfs-xattr-"))
+    workdir.chmod(0o755)  # (pytest's own directories are root's alone)
+    m = ZosfsMount(rgw.endpoint, bucket, workdir, options={"allow_other": ""}).start()
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    try:
+        f = m.path / "shared"
+        f.write_text("x")
+        os.setxattr(f, "trusted.secret", b"s")
+        os.setxattr(f, "user.public", b"p")
+        listed = subprocess.run([*nobody, "getfattr", "-d", "-m", "-", "--absolute-names", str(f)],
+                                capture_output=True, text=True, check=True).stdout
+        assert 'user.public="p"' in listed and "trusted" not in listed
+        names = subprocess.run([*nobody, sys.executable, "-c", f"import os; print(os.listxattr({str(f)!r}))"],
+                               capture_output=True, text=True, check=True).stdout
+        assert names.strip() == "['user.public']"
+        got = subprocess.run([*nobody, "getfattr", "-n", "trusted.secret", str(f)], capture_output=True, text=True)
+        assert got.returncode != 0 and "No such attribute" in got.stderr
+        put = subprocess.run([*nobody, "setfattr", "-n", "trusted.other", "-v", "1", str(f)],
+                             capture_output=True, text=True)
+        assert put.returncode != 0 and "Operation not permitted" in put.stderr
+        assert getfattr_all(f) == {"trusted.secret": b"s", "user.public": b"p"}
+    finally:
+        m.unmount()
+        m.check_log()
+        shutil.rmtree(workdir, ignore_errors=True)
