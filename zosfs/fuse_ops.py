@@ -24,6 +24,7 @@ import pyfuse3
 from zosfs.data.read import BlockCache, Reader, same_data
 from zosfs.data.write import WritePath
 from zosfs.fserror import FsError
+from zosfs.limits import MAX_FILE_SIZE, within_max_size
 from zosfs.namespace import names
 from zosfs.namespace.inodes import Inode
 from zosfs.namespace.listing import Listing
@@ -40,10 +41,6 @@ STATS_XATTR = b"user.zosfs.stats"
 # here at once, without looking at the inode.
 NO_XATTR_NAMES = frozenset({b"security.capability", b"security.selinux"})
 NO_XATTR_PREFIXES = (b"system.",)
-# S3's largest object (5 TiB). The write path grows the part size of a large
-# file so that 10,000 parts hold it, so this, not part_size x 10,000, is the
-# limit; beyond it truncate and write give EFBIG, as ext4 does beyond its own.
-MAX_FILE_SIZE = 5 * 2**40
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -511,17 +508,6 @@ class Operations(pyfuse3.Operations):
         if name in NO_XATTR_NAMES or name.startswith(NO_XATTR_PREFIXES):
             raise FsError(pyfuse3.ENOATTR)
         await self.xattrs.remove(self.ns.get(ino), _xattr_name(name))
-
-
-def within_max_size(off: int, buf: bytes) -> bytes:
-    """The part of a write that fits below MAX_FILE_SIZE, as ext4 (and the
-    VFS's generic_write_check_limits) cut one: a short write that ends at the
-    limit, EFBIG for a write that starts at or beyond it."""
-    if off + len(buf) <= MAX_FILE_SIZE:
-        return buf
-    if off >= MAX_FILE_SIZE:
-        raise FsError(errno.EFBIG, f"write at {off}: an object holds at most {MAX_FILE_SIZE} bytes (5 TiB)")
-    return buf[:MAX_FILE_SIZE - off]
 
 
 def _xattr_name(raw: bytes) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.mount import ZosfsMount
-from zosfs.fuse_ops import MAX_FILE_SIZE
+from zosfs.limits import MAX_FILE_SIZE
 
 TIB = 2**40
 

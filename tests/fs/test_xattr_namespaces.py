@@ -116,6 +116,8 @@ def test_probed_names_cost_no_request_and_are_never_stored(make_mount, bucket: s
     assert errno_of(os.setxattr, m.path / "f1", "system.posix_acl_access", acl) == errno.ENOTSUP
     assert errno_of(os.setxattr, m.path / "dir", "system.posix_acl_default", acl) == errno.ENOTSUP
     assert errno_of(os.getxattr, m.path / "f1", "system.posix_acl_access") == errno.ENODATA
+    # (Without FUSE_POSIX_ACL the kernel passes ACLs on to zosfs, and would not enforce them.)
+    assert "system.posix_acl_default is not stored" in m.log_text()
     assert "xattr" not in s3.head_object(Bucket=bucket, Key="f1")["Metadata"]
     assert errno_of(os.setxattr, m.path / "f1", "system.nfs4_acl", b"x") == errno.ENOTSUP
 

@@ -1,4 +1,4 @@
-"""The cut of a write at the largest object size (zosfs.fuse_ops.within_max_size),
+"""The cut of a write at the largest object size (zosfs.limits.within_max_size),
 as the kernel cuts one at ext4's limit (a short write, then EFBIG)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import errno
 import pytest
 
 from zosfs.fserror import FsError
-from zosfs.fuse_ops import MAX_FILE_SIZE, within_max_size
+from zosfs.limits import MAX_FILE_SIZE, within_max_size
 
 
 def test_a_write_below_the_limit_is_whole() -> None:
