@@ -27,9 +27,10 @@ README), and the other `system.*` names are the kernel's own, refused as ext4
 refuses them.
 
 listxattr names the tags, a non-default ACL, retention and legal hold when
-set, and the user attributes; the read-only facts and restore status are
-read by name only, so that copying a file's xattrs (cp, rsync, tar) does not
-copy facts about one object onto another.
+set, and the stored attributes (trusted.* only to root, who alone may read
+them); the read-only facts and restore status are read by name only, so that
+copying a file's xattrs (cp, rsync, tar) does not copy facts about one object
+onto another.
 """
 
 from __future__ import annotations
