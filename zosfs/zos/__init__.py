@@ -14,6 +14,7 @@ from zosfs.zos.values import (
     Grant,
     ListEntry,
     ListPage,
+    ListToken,
     ObjectInfo,
     Part,
     Retention,
@@ -23,6 +24,6 @@ from zosfs.zos.values import (
 )
 
 __all__ = [
-    "Acl", "Appended", "Capabilities", "ClientConfig", "DeleteFailure", "FileRegion", "Grant", "ListEntry", "ListPage",
+    "Acl", "Appended", "Capabilities", "ClientConfig", "DeleteFailure", "FileRegion", "Grant", "ListEntry", "ListPage", "ListToken",
     "ObjectInfo", "Part", "RequestStats", "Retention", "Upload", "WriteOptions", "ZosClient", "ZosError", "next_append_etag", "probe",
 ]

@@ -65,7 +65,7 @@ class ControlRequests(ClientCore):
         """The object's ACL. On the lean path: renaming a directory reads the
         ACL of every object in it, to carry it over to the copies."""
         resp = await self._request("GetObjectAcl", "GET", key, query={"acl": None})
-        root = wire.xml(resp.body)
+        root = self._answer(resp, "GetObjectAcl", key)
         grants = []
         for g in root.iterfind("AccessControlList/Grant"):
             grantee = g.find("Grantee")

@@ -12,8 +12,11 @@ families are written down where the class is.
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from typing import Any
 
+from zosfs.zos import wire
+from zosfs.zos.errors import bad_answer
 from zosfs.zos.http import Body, Response
 from zosfs.zos.stats import Observer
 from zosfs.zos.transport import BotoTransport, HttpTransport
@@ -33,6 +36,9 @@ class ClientCore:
         # Tags of multipart uploads in progress, set when they complete (RGW
         # ignores x-amz-tagging on CreateMultipartUpload).
         self._upload_tags: dict[str, dict[str, str]] = {}
+        # Whether listings use ListObjects V1; with list_api=auto this turns
+        # True when the endpoint shows it does not honour V2 (`zosfs.zos.listing`).
+        self.list_v1 = config.list_api == "v1"
 
     async def _request(
         self,
@@ -57,6 +63,15 @@ class ClientCore:
     async def _boto_call(self, op: str, key: str, method: str, **params: Any) -> dict[str, Any]:
         """One boto3 call on the bucket (see `BotoTransport.call`)."""
         return await self.boto.call(op, key, method, **params)
+
+    @staticmethod
+    def _answer(resp: Response, op: str, key: str) -> ET.Element:
+        """The XML of a successful answer; a ZosError (never a traceback) when
+        it is not XML."""
+        try:
+            return wire.xml(resp.body)
+        except ET.ParseError as err:
+            raise bad_answer(op, key, f"not XML ({err})") from None
 
     def close(self) -> None:
         self.transport.close()

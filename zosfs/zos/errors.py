@@ -123,12 +123,14 @@ CONNECTION_FAILED = "ConnectionFailed"
 TIMEOUT = "Timeout"
 NO_CREDENTIALS = "NoCredentials"
 CLIENT_BUG = "ClientError"
+BAD_ANSWER = "BadAnswer"
 
 TRANSPORT_TABLE: dict[str, tuple[int, str]] = {
     CONNECTION_FAILED: (E.EIO, "cannot reach the server"),
     TIMEOUT: (E.ETIMEDOUT, "the server did not answer in time"),
     NO_CREDENTIALS: (E.EACCES, "no credentials were given"),
     CLIENT_BUG: (E.EIO, "the request could not be made"),
+    BAD_ANSWER: (E.EIO, "the server's answer could not be read"),
 }
 
 # Failures after which the same request may succeed. Never used to retry an
@@ -193,6 +195,11 @@ def from_code(code: str, status: int | None, *, op: str = "", key: str = "", det
     if detail:
         text = f"{text}: {detail}"
     return ZosError(err, code or f"HTTP{status}", text, op=op, key=key, status=status)
+
+
+def bad_answer(op: str, key: str, detail: str) -> ZosError:
+    """The error for a successful answer this client cannot read or use."""
+    return from_code(BAD_ANSWER, None, op=op, key=key, detail=detail)
 
 
 def from_answer(

@@ -14,7 +14,7 @@ from xml.sax.saxutils import escape
 
 from zosfs.zos import wire
 from zosfs.zos.control import ControlRequests
-from zosfs.zos.errors import ZosError, from_code
+from zosfs.zos.errors import ZosError, bad_answer, from_code
 from zosfs.zos.http import Body, Response
 from zosfs.zos.objects import ObjectRequests
 from zosfs.zos.signing import quote_path
@@ -31,7 +31,9 @@ class MultipartRequests(ObjectRequests, ControlRequests):
         resp = await self._request(
             "CreateMultipartUpload", "POST", key, query={"uploads": None}, headers=(opts or WriteOptions()).headers()
         )
-        upload_id = wire.text(wire.xml(resp.body), "UploadId")
+        upload_id = wire.text(self._answer(resp, "CreateMultipartUpload", key), "UploadId")
+        if not upload_id:
+            raise bad_answer("CreateMultipartUpload", key, "no UploadId in the answer")
         if opts is not None and opts.tags:
             self._upload_tags[upload_id] = opts.tags
         return upload_id
@@ -68,7 +70,7 @@ class MultipartRequests(ObjectRequests, ControlRequests):
 
     def _copy_result_etag(self, op: str, key: str, resp: Response) -> str:
         """Copies may answer 200 with an error inside; S3 documents it."""
-        root = wire.xml(resp.body)
+        root = self._answer(resp, op, key)
         if root.tag == "Error":
             raise from_code(wire.text(root, "Code"), 500, op=op, key=key)
         return wire.unquote_etag(wire.text(root, "ETag"))
@@ -82,7 +84,7 @@ class MultipartRequests(ObjectRequests, ControlRequests):
             "CompleteMultipartUpload", "POST", key, query={"uploadId": upload_id}, body=body,
             headers={"content-type": "application/xml"},
         )
-        root = wire.xml(resp.body)
+        root = self._answer(resp, "CompleteMultipartUpload", key)
         if root.tag == "Error":
             raise from_code(wire.text(root, "Code"), 500, op="CompleteMultipartUpload", key=key)
         tags = self._upload_tags.pop(upload_id, None)

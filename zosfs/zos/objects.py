@@ -112,7 +112,7 @@ class ObjectRequests(ClientCore):
                 "DeleteObjects", "POST", "", query={"delete": None}, body=body,
                 headers={"content-md5": md5, "content-type": "application/xml"}, error_key=batch[0],
             )
-            for e in wire.xml(resp.body).iterfind("Error"):
+            for e in self._answer(resp, "DeleteObjects", batch[0]).iterfind("Error"):
                 failures.append(DeleteFailure(wire.text(e, "Key"), wire.text(e, "Code"), wire.text(e, "Message")))
         return failures
 

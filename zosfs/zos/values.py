@@ -30,6 +30,7 @@ class ClientConfig:
     max_attempts: int = 5
     append_position_header: str = "x-rgw-next-append-position"
     verify_tls: bool | str = True
+    list_api: str = "auto"  # ListObjects "v2", "v1", or "auto": V2 unless the endpoint answers it as V1
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,22 @@ class ListEntry:
 
 
 @dataclass(frozen=True)
+class ListToken:
+    """Where a listing goes on; callers pass it back as it is.
+
+    It holds both ways on: the server's V2 continuation token, and the last
+    key or common prefix of the page, from which a V1 listing (ListObjects
+    with `marker`) goes on when the server turns out not to honour V2."""
+
+    marker: str
+    continuation: str | None = None
+
+
+@dataclass(frozen=True)
 class ListPage:
     entries: list[ListEntry]
     prefixes: list[str]
-    next_token: str | None  # continue with this; None when this was the last page
+    next_token: ListToken | None  # continue with this; None when this was the last page
 
 
 @dataclass(frozen=True)
