@@ -6,8 +6,8 @@ statistics: the lean HTTP path and boto3.
   makes thousands of times; see `http.py` for why botocore is too expensive
   there.
 - `BotoTransport` runs boto3 calls in worker threads, for the rare control
-  requests whose XML is where botocore's models earn their keep. It and
-  `zosfs.zos.probe` are the only places that touch boto3.
+  requests whose XML is where botocore's models earn their keep. It is the
+  only place that calls boto3 (`errors.from_boto` reads its exceptions).
 
 Both raise only `ZosError` (translated in `zosfs.zos.errors`) and report every
 request to the observer. Idempotent requests are retried with exponential
