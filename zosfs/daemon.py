@@ -341,6 +341,7 @@ class Mount:
             max_attempts=o.retries,
             append_position_header=o.append_header,
             verify_tls=not o.no_verify_ssl,
+            list_api=o.list_api,
         )
 
     async def run(self, on_ready: Callable[[], None], on_warning: Callable[[str], None] | None = None) -> int:
@@ -351,9 +352,10 @@ class Mount:
         opts = self.opts
         async with ZosClient(self.client_config(), observer=self.requests) as zos:
             caps = await probe(zos)
-            log.info("zosfs %s: %s at %s; versioning %s, object lock %s, append %s",
+            log.info("zosfs %s: %s at %s; versioning %s, object lock %s, append %s, listing with %s",
                      __version__, self.source, opts.endpoint, caps.versioning or "off",
-                     "on" if caps.object_lock else "off", "available" if caps.append else "unavailable")
+                     "on" if caps.object_lock else "off", "available" if caps.append else "unavailable",
+                     caps.describe_listing())
             await self._check_prefix(zos, on_warning)
             state = state_name(opts, self.source)
             metacache = MetaCache(os.path.join(opts.cache_dir, "meta", state + ".sqlite"))

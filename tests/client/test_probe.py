@@ -55,14 +55,26 @@ def silent_server() -> Iterator[str]:
 
 def test_plain_bucket_allows_append(rgw, bucket):
     caps = run_probe(config(rgw.endpoint, bucket))
-    assert caps == Capabilities(rgw.endpoint, bucket, None, False, True)
+    assert caps == Capabilities(rgw.endpoint, bucket, None, False, True, "v2", "v2")
     assert caps.describe().splitlines() == [
         f"endpoint:    {rgw.endpoint}",
         f"bucket:      {bucket}",
         "versioning:  off",
         "object lock: off",
         "append:      available",
+        "listing:     ListObjects V2 (the endpoint honours V2)",
     ]
+
+
+@pytest.mark.parametrize(("list_api", "used"), [("auto", "V1"), ("v1", "V1"), ("v2", "V2")])
+def test_a_server_that_knows_only_listobjects_v1_is_found(rgw, bucket, list_api, used):
+    """Played by the proxy dropping list-type (unsigned with signature V2):
+    RGW then answers V2 requests in V1 form, as a V1-only server does."""
+    with FaultProxy(rgw.endpoint) as proxy:
+        proxy.add_rule(Rule(op="ListObjectsV2", drop_query=("list-type",)))
+        caps = run_probe(config(proxy.endpoint, bucket, signature="v2", list_api=list_api))
+    assert (caps.list_api, caps.append) == ("v1", True)
+    assert f"listing:     ListObjects {used} (the endpoint does not honour V2)" in caps.describe().splitlines()
 
 
 def test_versioned_bucket_does_not_allow_append(rgw, versioned_bucket):
