@@ -63,6 +63,7 @@ class Op:
     args: dict[str, Any] = field(default_factory=dict)
     targets: frozenset[str] = frozenset()  # the op's paths, also as resolved on the local side
     parents: frozenset[str] = frozenset()  # their parent directories
+    setgid_parents: frozenset[str] = frozenset()  # those with S_ISGID on the local side, before the op
 
     def __str__(self) -> str:
         who = f"uid {OTHER_UID}" if self.as_other else "root"
@@ -396,19 +397,31 @@ class Allowed:
     # Makes the two trees alike again after the difference (the local side's
     # extra name removed, the truncation the mount skipped done), so that
     # later operations stay comparable. Times are not compared for that op.
-    repair: Callable[[Op, Path, Path], None] | None = None
+    repair: Callable[[Diff, Path, Path], None] | None = None
 
 
 NAMESPACE_OPS = ("open", "mkdir", "mkfifo", "symlink", "link", "rename", "unlink", "rmdir")
 SETATTR_FIELDS = {"chmod": ("mode",), "chown": ("uid", "gid")}
 
 
-def _remove_local_name(op: Op, ref: Path, mount: Path) -> None:
-    os.unlink(ref / op.paths[-1])
+def _remove_local_name(d: Diff, ref: Path, mount: Path) -> None:
+    os.unlink(ref / d.op.paths[-1])
 
 
-def _truncate_mount(op: Op, ref: Path, mount: Path) -> None:
-    os.truncate(mount / op.paths[0], 0)
+def _truncate_mount(d: Diff, ref: Path, mount: Path) -> None:
+    os.truncate(mount / d.where, 0)
+
+
+def _local_mode_and_group_as_mount(d: Diff, ref: Path, mount: Path) -> None:
+    st = os.lstat(mount / d.where)
+    os.chown(ref / d.where, -1, st.st_gid, follow_symlinks=False)
+    if not stat.S_ISLNK(st.st_mode):
+        os.chmod(ref / d.where, stat.S_IMODE(st.st_mode))
+
+
+def _mount_times_as_local(d: Diff, ref: Path, mount: Path) -> None:
+    st = os.lstat(ref / d.where)
+    os.utime(mount / d.where, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
 def _kept_time(d: Diff, *fields: str) -> bool:
@@ -451,7 +464,7 @@ ALLOWED: tuple[Allowed, ...] = (
     Allowed("dir-times-entries", "a directory's mtime and ctime do not move when an entry is made, removed or "
             "renamed in it", "17.3",
             lambda d: d.op.kind in NAMESPACE_OPS and d.entry.get("type") == "dir" and d.where in d.op.parents
-            and _kept_time(d, "mtime", "ctime")),
+            and _kept_time(d, "mtime", "ctime"), _mount_times_as_local),
     Allowed("rename-ctime", "rename does not move the renamed entry's ctime (ext4 does)", "17.3",
             lambda d: d.op.kind == "rename" and d.where in d.op.targets and _kept_time(d, "ctime")),
     Allowed("xattr-ctime", "setxattr/removexattr do not move ctime", "17.3, 17.5",
@@ -471,6 +484,13 @@ ALLOWED: tuple[Allowed, ...] = (
             lambda d: _o_trunc(d.op) and d.op.args["flags"].startswith("O_RDONLY") and d.field == "size"
             and d.where in d.op.targets and d.local == 0 and d.mount != 0,
             _truncate_mount),
+    Allowed("setgid-dir-not-inherited", "an entry made in a set-group-ID directory takes the maker's group, "
+            "and a new subdirectory does not get S_ISGID (ext4: the directory's group, and S_ISGID on subdirectories)",
+            "17.x (new)",
+            lambda d: d.op.kind in ("open", "mkdir", "symlink") and d.where in d.op.targets
+            and os.path.dirname(d.where) in d.op.setgid_parents and d.entry.get("ctime") == "now"
+            and (d.field == "gid" or (d.field == "mode" and int(d.local, 8) == int(d.mount, 8) | stat.S_ISGID)),
+            _local_mode_and_group_as_mount),
     Allowed("readdir-symlink-as-file", "readdir's d_type says 'file' for a symlink whose metadata the listing "
             "does not know yet (seen after its directory was renamed and listed again); lstat says symlink",
             "README Listing",
@@ -528,6 +548,14 @@ def resolve(op: Op, ref: Path) -> None:
             targets.add(os.path.relpath(real, ref))
     op.targets = frozenset(targets)
     op.parents = frozenset(os.path.dirname(p) for p in targets if os.path.dirname(p))
+    setgid = set()
+    for parent in op.parents:
+        try:
+            if os.lstat(ref / parent).st_mode & stat.S_ISGID:
+                setgid.add(parent)
+        except OSError:
+            pass
+    op.setgid_parents = frozenset(setgid)
 
 
 def run_sequence(seed: int, length: int, ref: Path, mnt: Any) -> None:
@@ -537,6 +565,7 @@ def run_sequence(seed: int, length: int, ref: Path, mnt: Any) -> None:
     ops: list[Op] = []
     gen = Generator(seed, ref)
     used: Counter[str] = Counter()
+    results: Counter[str] = Counter()
 
     def fail(i: int, message: str) -> None:
         steps = "\n".join(f"  {n:3d} {o}" for n, o in enumerate(ops))
@@ -556,14 +585,16 @@ def run_sequence(seed: int, length: int, ref: Path, mnt: Any) -> None:
             got_l = run_op(op, str(ref), fds[0])
             got_m = run_op(op, str(mnt.path), fds[1])
             window = (t0 - CLOCK_SLACK_NS, time.time_ns() + CLOCK_SLACK_NS)
+            results[f"{op.kind}{' (other uid)' if op.as_other else ''}: {got_m}"] += 1
             repairs: list[Allowed] = []
             if got_l != got_m:
-                rule = allowed(Diff(op, "result", "result", got_l, got_m, {}))
+                d = Diff(op, "result", "result", got_l, got_m, {})
+                rule = allowed(d)
                 if rule is None:
                     fail(i, f"result: local disk {got_l}, mount {got_m}")
                 repairs.append(rule)
                 if rule.repair is not None and got_l == "ok":
-                    rule.repair(op, ref, mnt.path)
+                    rule.repair(d, ref, mnt.path)
             after_l, after_m = snapshot(ref), snapshot(mnt.path)
             if not any(r.repair for r in repairs):
                 prev_l, prev_m = previous(op, got_l, before_l), previous(op, got_m, before_m)
@@ -574,13 +605,13 @@ def run_sequence(seed: int, length: int, ref: Path, mnt: Any) -> None:
                         fail(i, f"{d.where}: {d.field}: local disk {d.local!r}, mount {d.mount!r}\n"
                                 f"local {seen_l.get(d.where)}\nmount {seen_m.get(d.where)}")
                     used[rule.name] += 1
-                    if rule.repair is not None and rule not in repairs:
-                        rule.repair(op, ref, mnt.path)
+                    if rule.repair is not None:
+                        rule.repair(d, ref, mnt.path)
                         repairs.append(rule)
                 if repairs:
                     after_l, after_m = snapshot(ref), snapshot(mnt.path)
-            for rule in repairs:
-                used[rule.name] += 1
+            if got_l != got_m:
+                used[repairs[0].name] += 1
             if repairs and persistent(after_l) != persistent(after_m):
                 fail(i, f"after repairing {[r.name for r in repairs]}, local disk {persistent(after_l)} "
                         f"!= mount {persistent(after_m)}")
@@ -595,7 +626,8 @@ def run_sequence(seed: int, length: int, ref: Path, mnt: Any) -> None:
         diff = {p: (persistent(again).get(p), persistent(before_m).get(p))
                 for p in set(again) | set(before_m) if persistent(again).get(p) != persistent(before_m).get(p)}
         fail(length - 1, f"after remounting, (new mount, old mount) differ: {diff}")
-    print(f"seed {seed}: {length} ops; allowed differences used: {dict(sorted(used.items()))}")
+    print(f"seed {seed}: {length} ops; allowed differences used: {dict(sorted(used.items()))}; "
+          f"results on the mount: {dict(sorted(results.items()))}")
 
 
 def sequences() -> list[tuple[int, int]]:
