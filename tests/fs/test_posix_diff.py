@@ -215,6 +215,7 @@ def allowed(d: Diff) -> Allowed | None:
 
 # --- the test -------------------------------------------------------------------
 
+
 def run_sequence(seed: int, length: int, ref: Path, mnt: Any) -> None:
     """Run one sequence on both trees, comparing after every operation;
     then remount and check that the bucket kept what the mount showed."""
