@@ -62,7 +62,7 @@ class Changes:
         """Tell the caches about a name this mount created or moved here."""
         ns = self.ns
         ns.changed_at[inode.ino] = time.monotonic()
-        ns.negative.pop((parent.ino, inode.name), None)
+        ns.negative.discard(parent.ino, inode.name)
         listing = ns.listings.get(parent.ino)
         if listing is not None:
             listing.put(Entry(inode.name, inode.is_dir, inode.size, inode.etag))
@@ -72,7 +72,7 @@ class Changes:
         listing = self.ns.listings.get(parent.ino)
         if listing is not None:
             listing.remove(name)
-        self.ns.negative[(parent.ino, name)] = True
+        self.ns.negative.add(parent.ino, name)
 
     # -- creation ----------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import stat
+import time
 from typing import TYPE_CHECKING
 
 import trio
@@ -44,27 +45,41 @@ class Lookups:
         self.opts = ns.opts
 
     async def lookup(self, parent: Inode, name: str) -> Inode:
-        """The inode for `name` in `parent` (FsError ENOENT if there is none)."""
+        """The inode for `name` in `parent` (FsError ENOENT if there is none).
+
+        A listing names what exists for dir_cache_ttl, but says that a name
+        does not exist only while it is younger than negative_timeout; after
+        that the server is asked again (a small directory is listed again,
+        a large one probed for this name), so that a file made elsewhere can
+        be opened by name within about negative_timeout. Every "no such
+        name" is recorded in `ns.negative` with its age (see negative.py)."""
         ns = self.ns
         base = ns.child_key_base(parent, name)
         inode = self.table.child(parent.ino, name)
         if inode is not None and not inode.gone and inode.fresh():
             return inode
-        if (parent.ino, name) in ns.negative or base in ns.deletes:
+        if (parent.ino, name) in ns.negative:
             raise FsError(errno.ENOENT)
+        if base in ns.deletes:
+            ns.negative.add(parent.ino, name)  # unlinked here, its delete still queued
+            raise FsError(errno.ENOENT)
+        since = time.monotonic() - self.opts.negative_timeout  # an absence older than this must be asked again
         listing = ns.listings.get(parent.ino)
+        if listing is not None and name not in listing.entries and listing.started < since:
+            listing = None  # it still names what exists, but is too old to say this name does not
         if listing is None and ns.dir_sizes.get(parent.ino, SMALL_DIR + 1) <= SMALL_DIR:
             # One LIST of a small directory answers this and the next names
             # (cp -r, tar x: many new names) for less than a HEAD and a LIST each.
-            listing = await ns.listing(parent)
+            listing = await ns.readdir.listing(parent, since=since)
         if listing is not None:
             entry = listing.entries.get(name)
             if entry is None:
+                ns.negative.add(parent.ino, name, asked=listing.started)
                 raise FsError(errno.ENOENT)
             return await self.materialize(parent, entry, inode)
         entry, info = await self.probe(base, name, inode)
         if entry is None:
-            ns.negative[(parent.ino, name)] = True
+            ns.negative.add(parent.ino, name)
             if inode is not None and inode.writer is None:
                 self.table.detach(inode)
             raise FsError(errno.ENOENT)
@@ -209,7 +224,7 @@ class Lookups:
         listing = self.ns.listings.get(parent.ino)
         if listing is not None:
             listing.remove(name)
-        self.ns.negative[(parent.ino, name)] = True
+        self.ns.negative.add(parent.ino, name)
 
     async def getattr(self, inode: Inode) -> Inode:
         """The inode with attributes no older than attr_timeout."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-import time
 from typing import TYPE_CHECKING
 
 import cachetools
@@ -43,31 +42,37 @@ class Readdir:
         self.prefetched_upto: cachetools.LRUCache[int, int] = cachetools.LRUCache(4096)  # dir -> listing index
         self._prefetch_slots = trio.Semaphore(max(4, ns.opts.max_requests))
 
-    async def listing(self, directory: Inode) -> Listing:
+    async def listing(self, directory: Inode, *, since: float | None = None) -> Listing:
         """The directory's names, from the cache or by listing it (one
-        listing at a time per directory, shared by all who ask)."""
+        listing at a time per directory, shared by all who ask). With `since`
+        (monotonic), a cached listing whose LIST was sent before it will not
+        do: lookup asks for one young enough to say that a name is absent."""
         while True:
-            listing = self.ns.listings.get(directory.ino)
-            if listing is not None:
-                return listing
+            cached = self.ns.listings.get(directory.ino)
+            if cached is not None and (since is None or cached.started >= since):
+                return cached
             busy = self._listing_now.get(directory.ino)
             if busy is None:
                 break
             await busy.wait()
-            if directory.ino not in self.ns.listings:
-                break  # it failed; try ourselves
+            listing = self.ns.listings.get(directory.ino)
+            if listing is not None and listing is not cached:
+                return listing  # the one just taken, sent no earlier than the cached one
+            break  # it failed; try ourselves
         self._listing_now[directory.ino] = done = trio.Event()
         try:
             return await self._list(directory)
         finally:
-            del self._listing_now[directory.ino]
+            # Several waiters of a listing that failed may each list again;
+            # only the last to start holds the slot.
+            if self._listing_now.get(directory.ino) is done:
+                del self._listing_now[directory.ino]
             done.set()
 
     async def _list(self, directory: Inode) -> Listing:
         ns = self.ns
         prefix = self.table.prefix(directory)
         listing = Listing(prefix)
-        started = time.monotonic()
         async for page in ns.zos.list_all(prefix, "/"):
             listing.add_page(page, ns.skipped)
         if ns.deletes.pending:
@@ -77,7 +82,7 @@ class Readdir:
         # uploaded, and ones created or uploaded while the LIST was on its way.
         for child in self.table.children(directory):
             if child.name not in listing.entries and (
-                not child.remote or child.writer is not None or ns.changed_at.get(child.ino, 0.0) >= started
+                not child.remote or child.writer is not None or ns.changed_at.get(child.ino, 0.0) >= listing.started
             ):
                 listing.entries[child.name] = Entry(child.name, child.is_dir, child.size, child.etag)
         listing.finish()

@@ -7,9 +7,11 @@ exists when its marker object `a/b/` exists or when any key starts with
 
 What is cached, and for how long (all configurable):
 - an inode's attributes: `attr_timeout`;
-- a directory listing: `dir_cache_ttl`; while fresh it answers lookups,
-  including "no such file";
-- a failed lookup: `negative_timeout`;
+- a directory listing: `dir_cache_ttl`; while fresh it answers lookups of
+  the names it holds, but "no such file" only while younger than
+  `negative_timeout` (then the server is asked again);
+- a failed lookup: `negative_timeout` from when the server was asked, in
+  zosfs and in the kernel alike (`negative.py`);
 - metadata by (key, ETag): forever, in memory and on disk (`metacache.py`),
   since an object's metadata cannot change without its ETag changing.
 The mount's own changes update all of them at once, so this mount never
@@ -40,6 +42,7 @@ from zosfs.namespace.deletes import DeleteQueue
 from zosfs.namespace.inodes import Inode, InodeTable
 from zosfs.namespace.listing import Entry, Listing, SkipLog
 from zosfs.namespace.lookup import Lookups
+from zosfs.namespace.negative import NegativeCache
 from zosfs.namespace.metacache import CachedMeta, MetaCache
 from zosfs.namespace.metadata import Attrs, Defaults, decode
 from zosfs.namespace.readdir import Readdir
@@ -72,9 +75,7 @@ class Namespace:
         self.table.root.meta_known = True
         self.metacache = metacache
         self.listings: cachetools.TTLCache[int, Listing] = cachetools.TTLCache(4096, max(opts.dir_cache_ttl, 1e-9))
-        self.negative: cachetools.TTLCache[tuple[int, str], bool] = cachetools.TTLCache(
-            65536, max(opts.negative_timeout, 1e-9)
-        )
+        self.negative = NegativeCache(opts.negative_timeout)
         self.dir_meta: cachetools.TTLCache[str, ObjectInfo | None] = cachetools.TTLCache(
             65536, max(opts.attr_timeout, 1.0)
         )
@@ -215,6 +216,11 @@ class Namespace:
     async def getattr(self, inode: Inode) -> Inode:
         """The inode with attributes no older than attr_timeout."""
         return await self.lookups.getattr(inode)
+
+    def negative_ttl(self, parent: Inode, name: str) -> float:
+        """For how many more seconds the kernel may keep the "no such name"
+        that `lookup` just answered: no longer than zosfs itself keeps it."""
+        return self.negative.remaining(parent.ino, name)
 
     async def readlink(self, inode: Inode) -> str:
         """A symlink's target (read from its object once)."""
