@@ -156,11 +156,13 @@ class Operations(pyfuse3.Operations):
         e.st_ctime_ns = a.ctime_ns
         return e
 
-    def negative_entry(self) -> pyfuse3.EntryAttributes:
-        """"No such name", cached by the kernel for negative_timeout."""
+    def negative_entry(self, timeout: float) -> pyfuse3.EntryAttributes:
+        """"No such name", cached by the kernel for `timeout` seconds: what is
+        left of zosfs's own negative answer, so that the kernel's negative
+        dentry never outlives it (a file made elsewhere would stay hidden)."""
         e = pyfuse3.EntryAttributes()
         e.st_ino = 0
-        e.entry_timeout = self.opts.negative_timeout
+        e.entry_timeout = timeout
         return e
 
     # -- names ----------------------------------------------------------------------
@@ -169,11 +171,12 @@ class Operations(pyfuse3.Operations):
     async def lookup(self, parent_ino: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self._check_fault("lookup")
         parent = self.ns.get(parent_ino)
+        text = names.from_fuse(name)
         try:
-            inode = await self.ns.lookup(parent, names.from_fuse(name))
+            inode = await self.ns.lookup(parent, text)
         except FsError as err:
             if err.errno == errno.ENOENT:
-                return self.negative_entry()
+                return self.negative_entry(self.ns.negative_ttl(parent, text))
             raise
         inode.lookups += 1
         return self.entry(inode)

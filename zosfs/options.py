@@ -112,7 +112,7 @@ class Options:
     # Caching of names and attributes
     attr_timeout: float = opt(5.0, "Seconds the kernel and zosfs may reuse file attributes.")
     entry_timeout: float = opt(5.0, "Seconds a name lookup may be reused.")
-    negative_timeout: float = opt(5.0, "Seconds a failed lookup (no such file) may be reused.")
+    negative_timeout: float = opt(1.0, "Seconds a failed lookup (no such file) may be reused, by zosfs and the kernel; then the server is asked again, even while the directory's listing is cached.")
     dir_cache_ttl: float = opt(5.0, "Seconds a directory listing may be reused.")
     cache_dir: str = opt("", "Directory for the persistent metadata cache (and, by default, staging).", shown="`~/.cache/zosfs`")
     # Reading
