@@ -375,7 +375,8 @@ class Operations(pyfuse3.Operations):
         if reader is None or reader.key != key or reader.etag != handle.etag:
             if reader is not None:
                 reader.close()
-            reader = handle.reader = Reader(self.reads, key, handle.etag, handle.size, self.opts.readahead)
+            reader = handle.reader = Reader(self.reads, key, handle.etag, handle.size, self.opts.readahead,
+                                            inode.appendable)
         return await reader.read(off, size)
 
     @handler
