@@ -41,6 +41,8 @@ VERSION = 1
 HEADER = struct.Struct("<8sHHIQQI")  # magic, version, 0, name length, block index, data length, crc32
 ALLOC = 4096  # what a file costs on disk is rounded up to this (what du counts)
 SLACK = 64 * 1024  # room kept for the directory itself and the lock file
+DEFAULT_FRACTION = 0.10  # of the free space, when no cap is given
+DEFAULT_CEILING = 16 * 1024**3
 PENDING_WRITES = 4  # blocks queued for writing at most (their memory is beyond the memory budget)
 ETAG_RE = re.compile(r"[0-9a-f]{32}(-[0-9]+)?")
 NAME_RE = re.compile(r"([0-9a-f]{40})\.([0-9a-f]{32}(?:-[0-9]+)?)\.([0-9]+)\.blk")
@@ -52,12 +54,20 @@ class CacheLocked(Exception):
     """Another process owns the disk cache directory."""
 
 
+def default_cap(directory: str, held: int) -> int:
+    """The cap when none is given: a tenth of the space the cache could use
+    (what is free on its filesystem plus what it holds), at most 16 GiB."""
+    st = os.statvfs(directory)
+    return int(min(DEFAULT_CEILING, (st.f_bavail * st.f_frsize + held) * DEFAULT_FRACTION))
+
+
 def _charge(nbytes: int) -> int:
     return -(-nbytes // ALLOC) * ALLOC
 
 
 class DiskCache(DataCache):
-    """Blocks in files under `directory`, at most `cap` bytes of them."""
+    """Blocks in files under `directory`, at most `cap` bytes of them
+    (cap < 0: `default_cap`, decided by `scan`)."""
 
     def __init__(self, directory: str, cap: int, namespace: str) -> None:
         self.directory = directory
@@ -114,6 +124,8 @@ class DiskCache(DataCache):
         found.sort()
         for _, entry, length, nbytes in found:
             self._index(entry, length, _charge(nbytes))
+        if self._cap < 0:
+            self._cap = default_cap(self.directory, self.used)
         victims = self._make_room(0)
         for entry in victims:
             _unlink(self._path(entry))
@@ -379,3 +391,21 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def open_disk_cache(directory: str, cap: int, namespace: str) -> tuple[DiskCache | None, str]:
+    """The disk cache of a mount, scanned and ready (blocking: run it in a
+    thread), or None and why not (turned off, or owned by another mount)."""
+    if cap == 0:
+        return None, "off (disk_cache_size=0)"
+    try:
+        cache = DiskCache(directory, cap, namespace)
+    except CacheLocked as err:
+        log.warning("%s: this mount runs without a disk cache (give it its own: -o disk_cache=DIR)", err)
+        return None, str(err)
+    except OSError as err:
+        log.warning("disk cache %s unusable (%s): this mount runs without one", directory, err.strerror)
+        return None, f"{directory}: {err.strerror}"
+    cache.scan()
+    log.info("disk cache %s: %d blocks, %.1f of %.1f MiB", directory, len(cache._lru), cache.used / 2**20, cache.cap / 2**20)
+    return cache, ""
