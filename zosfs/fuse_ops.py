@@ -35,6 +35,7 @@ from zosfs.zos import ZosError
 log = logging.getLogger(__name__)
 
 STATS_XATTR = b"user.zosfs.stats"
+CACHE_XATTR = b"user.zosfs.cache"  # a file's cached blocks (JSON); set to "drop" to drop them
 # Asked for by ls, cp and the kernel on every file; never stored by us.
 NO_XATTR_PREFIXES = (b"security.", b"system.posix_acl_", b"trusted.")
 
@@ -483,6 +484,8 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)  # directly: ls -l asks twice per file
         if name == STATS_XATTR and ino == pyfuse3.ROOT_INODE:
             return json.dumps(self.stats(), separators=(",", ":")).encode()
+        if name == CACHE_XATTR:
+            return json.dumps(self.reads.describe(self.ns.key(self.ns.get(ino)))).encode()
         return await self.xattrs.get(self.ns.get(ino), _xattr_name(name))
 
     @handler
@@ -493,6 +496,9 @@ class Operations(pyfuse3.Operations):
     async def setxattr(self, ino: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
         if name.startswith(NO_XATTR_PREFIXES):
             raise FsError(errno.ENOTSUP, f"{name.decode(errors='replace')}: only user.* attributes are stored")
+        if name == CACHE_XATTR and value.strip() == b"drop":
+            self.reads.drop(self.ns.key(self.ns.get(ino)))
+            return
         await self.xattrs.set(self.ns.get(ino), _xattr_name(name), value)
 
     @handler

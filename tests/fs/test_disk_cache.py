@@ -14,6 +14,7 @@ import hashlib
 import os
 import random
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -230,3 +231,42 @@ def test_two_mounts_never_share_one_cache_directory_unsafely(bucket: str, s3: An
     assert "in use by another zosfs mount" in second.log_text()
     assert read_all(second.path / "d.bin") == data
     assert read_all(first.path / "d.bin") == data
+
+
+def zosfs_cli(*args: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "zosfs", *args], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_zosfs_cache_shows_and_drops_a_files_blocks_and_stats_shows_the_disk_cache(
+        bucket: str, s3: Any, make_mount, tmp_path: Path) -> None:
+    cache = tmp_path / "dc"
+    data = random.Random(9).randbytes(3 * MiB + 1)
+    s3.put_object(Bucket=bucket, Key="dir/e.bin", Body=data)
+    m = make_mount(bucket, options=disk_options(cache))
+    assert read_all(m.path / "dir" / "e.bin") == data
+    wait_written(m, len(data))
+    assert f"disk {len(data)} bytes in 4 blocks" in zosfs_cli("cache", str(m.path / "dir"))
+    assert "disk cache " in zosfs_cli("stats", str(m.path)) and "hit ratio" in zosfs_cli("stats", str(m.path))
+
+    assert "memory 0 bytes in 0 blocks, disk 0 bytes in 0 blocks" in zosfs_cli("cache", "--drop", str(m.path / "dir" / "e.bin"))
+    assert wait_until(lambda: not block_files(cache), timeout=10), "dropped blocks are still on disk"
+    before = get_bytes(m)
+    drop_page_cache()
+    assert read_all(m.path / "dir" / "e.bin") == data
+    assert get_bytes(m) - before == len(data)
+
+
+def test_prefetch_whole_fetches_a_small_file_whole_on_its_first_read(bucket: str, s3: Any, make_mount, tmp_path: Path) -> None:
+    data = random.Random(11).randbytes(6 * MiB)
+    s3.put_object(Bucket=bucket, Key="w.bin", Body=data)
+    m = make_mount(bucket, options=disk_options(tmp_path / "dc", prefetch_whole="8M", readahead="1M"))
+    with open(m.path / "w.bin", "rb", buffering=0) as f:
+        assert f.read(4096) == data[:4096]
+        assert wait_until(lambda: get_bytes(m) >= len(data), timeout=20), get_bytes(m)
+    assert get_bytes(m) == len(data)
+    wait_written(m, len(data))
+    drop_page_cache()
+    assert read_all(m.path / "w.bin") == data
+    assert get_bytes(m) == len(data), "the whole-file prefetch did not keep the file"

@@ -117,6 +117,14 @@ class BlockCache:
         """Drop every cached block of an object (all versions, all tiers)."""
         return self.cache.forget(key)
 
+    def describe(self, key: str) -> dict[str, int]:
+        """What the tiers hold of an object (all versions), for `zosfs cache`."""
+        counts = {}
+        for tier, name in ((self.memory, "memory"), (self.disk, "disk")):
+            blocks = [ln for held in tier.etags(key).values() for _, ln in held]
+            counts[f"{name}_blocks"], counts[f"{name}_bytes"] = len(blocks), sum(blocks)
+        return counts
+
     async def block(self, key: str, etag: str, n: int, object_size: int) -> bytes | bytearray:
         """Block `n` of an object, from the cache or the server."""
         bid = (key, etag, n)
@@ -188,6 +196,7 @@ class BlockCache:
         if prefix is not None and len(prefix) > end - start:
             prefix = None  # cannot be: not this version's block
         have = len(prefix) if prefix is not None else 0
+        await self.cache.wait_writable()
         buf = self.spare.pop() if end - start == self.block_size and self.spare else bytearray(end - start)
         try:
             await self.zos.get(key, start + have, end, if_match=etag or None, into=memoryview(buf)[have:])

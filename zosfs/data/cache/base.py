@@ -40,6 +40,11 @@ class DataCache(ABC):
         slow work (a disk write) happens in the background. `data` must not
         be changed afterwards by the caller."""
 
+    async def wait_writable(self) -> None:
+        """Wait (briefly, bounded) until a `put` would not be dropped because
+        the cache is behind with its writes; the fetcher calls it before a
+        GET, so that fetching slows down to what the cache can keep."""
+
     @abstractmethod
     def forget(self, key: str, etag: str | None = None) -> int:
         """Drop the blocks of one version of an object (all versions if

@@ -44,6 +44,7 @@ SLACK = 64 * 1024  # room kept for the directory itself and the lock file
 DEFAULT_FRACTION = 0.10  # of the free space, when no cap is given
 DEFAULT_CEILING = 16 * 1024**3
 PENDING_WRITES = 4  # blocks queued for writing at most (their memory is beyond the memory budget)
+WRITABLE_WAIT = 5.0  # seconds a fetch waits for the disk to catch up before its block skips the disk
 ETAG_RE = re.compile(r"[0-9a-f]{32}(-[0-9]+)?")
 NAME_RE = re.compile(r"([0-9a-f]{40})\.([0-9a-f]{32}(?:-[0-9]+)?)\.([0-9]+)\.blk")
 
@@ -92,6 +93,8 @@ class DiskCache(DataCache):
         self._idle = trio.Event()
         self._idle.set()
         self._pending_writes = 0
+        self._written = trio.Event()  # set whenever queued writes were done
+        self._unsettled: collections.Counter[Entry] = collections.Counter()  # entries whose file is not in place yet
         self._readers = trio.CapacityLimiter(4)
         self.hits = self.misses = self.bytes_served = self.bytes_written = 0
         self.corrupt = self.evicted = self.skipped = 0
@@ -192,6 +195,12 @@ class DiskCache(DataCache):
         if entry is None or entry not in self._lru:
             self.misses += 1
             return None
+        with trio.move_on_after(WRITABLE_WAIT):
+            while entry in self._unsettled:  # its file is still being written or renamed
+                await self._settled_event().wait()
+        if entry not in self._lru:
+            self.misses += 1
+            return None
         self._lru.move_to_end(entry)
         length = self._lru[entry][0]
         async with self._readers:
@@ -257,6 +266,17 @@ class DiskCache(DataCache):
         self._pending_writes += 1
         self._queue("write", (entry, self._name(bid[0]), data))
 
+    def _settled_event(self) -> trio.Event:
+        """Set when the worker finishes its current batch."""
+        if self._written.is_set():
+            self._written = trio.Event()
+        return self._written
+
+    async def wait_writable(self) -> None:
+        with trio.move_on_after(WRITABLE_WAIT):
+            while self._pending_writes >= PENDING_WRITES:
+                await self._settled_event().wait()
+
     def forget(self, key: str, etag: str | None = None) -> int:
         khash = self._hash(key)
         versions = self._by_key.get(khash, {})
@@ -294,6 +314,10 @@ class DiskCache(DataCache):
         return self.used
 
     @property
+    def blocks(self) -> int:
+        return len(self._lru)
+
+    @property
     def cap(self) -> int:
         return self._cap
 
@@ -301,7 +325,7 @@ class DiskCache(DataCache):
         lookups = self.hits + self.misses
         return {
             "enabled": True, "directory": self.directory, "bytes": self.used, "cap": self._cap,
-            "blocks": len(self._lru), "hits": self.hits, "misses": self.misses,
+            "blocks": self.blocks, "hits": self.hits, "misses": self.misses,
             "hit_ratio": round(self.hits / lookups, 3) if lookups else None,
             "bytes_served": self.bytes_served, "bytes_written": self.bytes_written,
             "evicted": self.evicted, "corrupt": self.corrupt, "skipped": self.skipped,
@@ -310,6 +334,7 @@ class DiskCache(DataCache):
     # -- the worker -------------------------------------------------------------------
 
     def _queue(self, kind: str, what: Any) -> None:
+        self._unsettled.update(_touched(kind, what))
         self._jobs.append((kind, what))
         self._idle = trio.Event() if self._idle.is_set() else self._idle
         self._wake.set()
@@ -327,6 +352,10 @@ class DiskCache(DataCache):
                     written = await trio.to_thread.run_sync(self._apply, batch)
                 finally:
                     self._pending_writes -= sum(1 for kind, _ in batch if kind == "write")
+                    for kind, what in batch:
+                        self._unsettled.subtract(_touched(kind, what))
+                    self._unsettled = +self._unsettled  # (drops the zeros)
+                    self._written.set()
                 for entry, ok, nbytes in written:
                     if ok:
                         self.bytes_written += nbytes
@@ -371,6 +400,15 @@ class DiskCache(DataCache):
             return False
 
 
+def _touched(kind: str, what: Any) -> list[Entry]:
+    """The entries whose files a queued job puts in place."""
+    if kind == "write":
+        return [what[0]]
+    if kind == "rename":
+        return [new for _, new in what]
+    return []
+
+
 def _data_length(path: str, file_size: int) -> int | None:
     """The data length a block file's header gives, if it matches the file's size."""
     try:
@@ -391,6 +429,8 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+    except OSError as err:
+        log.warning("disk cache: cannot remove %s: %s", path, err.strerror)
 
 
 def open_disk_cache(directory: str, cap: int, namespace: str) -> tuple[DiskCache | None, str]:
@@ -406,6 +446,11 @@ def open_disk_cache(directory: str, cap: int, namespace: str) -> tuple[DiskCache
     except OSError as err:
         log.warning("disk cache %s unusable (%s): this mount runs without one", directory, err.strerror)
         return None, f"{directory}: {err.strerror}"
-    cache.scan()
-    log.info("disk cache %s: %d blocks, %.1f of %.1f MiB", directory, len(cache._lru), cache.used / 2**20, cache.cap / 2**20)
+    try:
+        cache.scan()
+    except OSError as err:
+        cache.close()
+        log.warning("disk cache %s unreadable (%s): this mount runs without one", directory, err.strerror)
+        return None, f"{directory}: {err.strerror}"
+    log.info("disk cache %s: %d blocks, %.1f of %.1f MiB", directory, cache.blocks, cache.used / 2**20, cache.cap / 2**20)
     return cache, ""

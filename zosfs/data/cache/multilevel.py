@@ -39,6 +39,9 @@ class MultiLevelCache(DataCache):
         self.memory.put(bid, data)
         self.disk.put(bid, data)
 
+    async def wait_writable(self) -> None:
+        await self.disk.wait_writable()
+
     def forget(self, key: str, etag: str | None = None) -> int:
         return self.memory.forget(key, etag) + self.disk.forget(key, etag)
 
