@@ -270,3 +270,27 @@ def test_prefetch_whole_fetches_a_small_file_whole_on_its_first_read(bucket: str
     drop_page_cache()
     assert read_all(m.path / "w.bin") == data
     assert get_bytes(m) == len(data), "the whole-file prefetch did not keep the file"
+
+
+def test_an_appendable_object_made_anew_and_larger_is_not_taken_for_an_append(
+        bucket: str, s3: Any, make_mount, tmp_path: Path) -> None:
+    """Deleted and written again by more appends to a larger size: the ETag
+    count grew as an append's would, but the bytes are new; the old blocks
+    must not be served."""
+    writer = make_mount(bucket, options={"disk_cache_size": "0"})
+    reader = make_mount(bucket, options=disk_options(tmp_path / "dc"))
+    rng = random.Random(12)
+    old = rng.randbytes(MiB + 5000)
+    (writer.path / "r").write_bytes(old)
+    time.sleep(ATTR_TIMEOUT + 0.5)
+    assert read_all(reader.path / "r") == old
+    os.unlink(writer.path / "r")
+    new = rng.randbytes(2 * MiB + 7000)
+    with open(writer.path / "r", "wb") as f:
+        f.write(new[:MiB])
+        f.flush()
+        os.fsync(f.fileno())  # a first append, then a second one at close
+        f.write(new[MiB:])
+    assert s3.head_object(Bucket=bucket, Key="r")["ETag"].strip('"').endswith("-2")
+    time.sleep(ATTR_TIMEOUT + 0.5)
+    assert read_all(reader.path / "r") == new

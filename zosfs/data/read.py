@@ -1,8 +1,11 @@
 """The read path: ranged GETs through a block cache, with prefetching.
 
 An object is read in fixed-size blocks (`block_size`, one ranged GET each),
-kept in an LRU within a byte budget and keyed by (key, ETag, block number):
-a changed object has a new ETag, so it can never be served stale blocks.
+kept in a `DataCache` (zosfs/data/cache: an LRU in memory within a byte
+budget, in front of an optional cache on disk) keyed by (key, ETag, block
+number): a changed object has a new ETag, so it can never be served stale
+blocks. Blocks of an older version are reused for a newer one only when the
+append ETag chain proves the newer one starts with the same bytes (`adopt`).
 Every GET carries If-Match with that ETag, so a block can never come from a
 newer version either: an object changed under an open handle reads as ESTALE
 (EIO for the reader), never as a mix of two versions.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import hashlib
 import logging
 import sys
 
@@ -32,6 +36,7 @@ from zosfs.zos import ZosClient, ZosError, next_append_etag
 log = logging.getLogger(__name__)
 
 RANDOM_ALIGN = 64 * 1024
+ADOPT_WAIT = 30.0  # seconds a reader waits for another's check of older cached blocks
 
 
 class _Fetch:
@@ -64,6 +69,7 @@ class BlockCache:
         self.cache: DataCache = MultiLevelCache(self.memory, self.disk) if disk is not None else self.memory
         self._inflight: dict[BlockId, _Fetch] = {}
         self._open: collections.Counter[tuple[str, str]] = collections.Counter()  # versions with open Readers
+        self._adopting: dict[tuple[str, str], trio.Event] = {}  # versions whose older blocks are being checked
         self.hits = 0
         self.misses = 0
         self.readers = 0  # open Readers, which share the budget for their windows
@@ -86,20 +92,64 @@ class BlockCache:
         """Whether block `n` is held by any tier (possibly only a prefix of it)."""
         return self.cache.contains((key, etag, n))
 
-    def opened(self, key: str, etag: str, size: int, appendable: bool) -> None:
-        """A reader begins on this version: blocks cached for older versions
-        of the object are filed under this one if it starts with the same
-        bytes (an append, or a metadata-only change), else dropped - unless a
-        reader of that version is still open."""
+    def opened(self, key: str, etag: str) -> None:
+        """A reader begins on this version (its blocks are not renamed or dropped meanwhile)."""
         self._open[(key, etag)] += 1
-        for old, blocks in self.cache.etags(key).items():
-            if old == etag or self._open[(key, old)]:
-                continue
-            if _continues(old, etag, appendable) and all(n * self.block_size + ln <= size for n, ln in blocks):
-                log.debug("cache: %r grew from %s to %s; its cached prefix stays", key, old, etag)
-                self.cache.rename(key, old, etag)
-            else:
-                self.cache.forget(key, old)
+
+    async def adopt(self, key: str, etag: str, size: int, appendable: bool) -> None:
+        """Before the first read of a version: blocks cached for older versions
+        of the object are filed under this one if it provably starts with the
+        same bytes, else dropped (unless a reader of that version is open).
+        Proof is RGW's append ETag chain: a metadata-only change (empty
+        appends, `same_data`), or one append whose bytes, fetched here (they
+        are needed anyway), chain the old ETag to the new one."""
+        busy = self._adopting.get((key, etag))
+        if busy is not None:
+            with trio.move_on_after(ADOPT_WAIT):
+                await busy.wait()
+            return
+        done = self._adopting[(key, etag)] = trio.Event()
+        try:
+            for old, blocks in self.cache.etags(key).items():
+                if old == etag or not blocks or self._open[(key, old)]:
+                    continue
+                if same_data(old, etag) and all(n * self.block_size + ln <= size for n, ln in blocks):
+                    self.cache.rename(key, old, etag)
+                elif not (appendable and await self._appended_once(key, old, etag, blocks, size)):
+                    self.cache.forget(key, old)
+        finally:
+            del self._adopting[(key, etag)]
+            done.set()
+
+    async def _appended_once(self, key: str, old: str, etag: str, blocks: list[tuple[int, int]], size: int) -> bool:
+        """Whether `etag` is `old` plus one append (then the old blocks are
+        filed under `etag` and the appended bytes cached); False if that
+        cannot be shown cheaply."""
+        bs = self.block_size
+        last, length = blocks[-1]
+        old_size = last * bs + length
+        log.debug("cache: %r changed from %s (%d bytes cached) to %s (%d bytes)", key, old, old_size, etag, size)
+        if _appends(etag) != _appends(old) + 1 or length >= bs or not old_size < size <= old_size + max(self.budget // 2, 2 * bs):
+            return False  # (the old size is known only from a short last block)
+        try:
+            async with self.slots:
+                tail = await self.zos.get(key, old_size, size, if_match=etag or None)
+        except ZosError:
+            return False
+        digest = await trio.to_thread.run_sync(lambda: hashlib.md5(tail).hexdigest())
+        if next_append_etag(old, digest) != etag or (last, length) not in self.cache.etags(key).get(old, []):
+            return False
+        log.debug("cache: %r grew by one append (%s -> %s); its cached prefix stays", key, old, etag)
+        self.cache.rename(key, old, etag)
+        head = await self.cache.get((key, etag, last))
+        if head is not None and len(head) == length:
+            await self.cache.wait_writable()
+            self.cache.put((key, etag, last), bytes(head) + bytes(tail[: bs - length]))
+        for n in range(last + 1, (size - 1) // bs + 1):
+            lo = n * bs - old_size
+            await self.cache.wait_writable()
+            self.cache.put((key, etag, n), bytes(tail[lo : lo + bs]))
+        return True
 
     def closed(self, key: str, etag: str) -> None:
         self._open[(key, etag)] -= 1
@@ -226,19 +276,6 @@ class BlockCache:
         self.cache.forget(key, etag)
 
 
-def _continues(old: str, new: str, appendable: bool) -> bool:
-    """Whether version `new` of an object may be taken to start with the bytes
-    of version `old`: a metadata-only change (an empty append), or an
-    appendable object whose append count (RGW's `-N` ETag suffix) went up.
-    A replaced object starts its count again, so most replacements fail the
-    count test even if they are appendable and larger."""
-    if same_data(old, new):
-        return True
-    if not appendable:
-        return False
-    return _appends(new) > _appends(old) > 0
-
-
 def _appends(etag: str) -> int:
     """How many appends an appendable object's ETag says made it (1 for a plain MD5)."""
     digest, _, count = etag.partition("-")
@@ -261,12 +298,10 @@ class Reader:
         self.window = 0
         self.prefetched = -1  # highest block number asked for in advance
         self.gone = trio.Event()  # set on close: queued prefetches are dropped
+        self.appendable = appendable
+        self.adopted = False  # older versions' blocks checked (on the first read)
         cache.readers += 1
-        cache.opened(key, etag, size, appendable)
-        if 0 < size <= cache.prefetch_whole:
-            self.prefetched = (size - 1) // cache.block_size
-            for n in range(self.prefetched + 1):
-                cache.prefetch(key, etag, n, size, self.gone)
+        cache.opened(key, etag)
 
     def close(self) -> None:
         if not self.gone.is_set():
@@ -279,6 +314,13 @@ class Reader:
         length = min(length, self.size - offset)
         if length <= 0:
             return b""
+        if not self.adopted:
+            self.adopted = True
+            await self.cache.adopt(self.key, self.etag, self.size, self.appendable)
+            if self.size <= self.cache.prefetch_whole:
+                self.prefetched = (self.size - 1) // self.cache.block_size
+                for n in range(self.prefetched + 1):
+                    self.cache.prefetch(self.key, self.etag, n, self.size, self.gone)
         bs = self.cache.block_size
         first, last = offset // bs, (offset + length - 1) // bs
         sequential = self.next_offset - bs <= offset <= self.next_offset + max(self.window, bs)
