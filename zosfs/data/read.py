@@ -251,22 +251,23 @@ class BlockCache:
         try:
             await self.zos.get(key, start + have, end, if_match=etag or None, into=memoryview(buf)[have:])
         except BaseException:
-            self._recycle(buf)
+            self._recycle(buf, callers=1)
             raise
         if prefix is not None:
             buf[:have] = prefix
         self.cache.put(bid, buf)
 
-    def _recycle(self, buf: bytes | bytearray) -> None:
+    def _recycle(self, buf: bytes | bytearray, callers: int = 2) -> None:
         """Keep an evicted full-size buffer for reuse: a fresh 4 MiB buffer
         costs a zero-fill and a thousand page faults (half the CPU of a cold
         read). Only if no reader still holds it (a memoryview of it in flight
-        to the kernel, or a disk write, holds a reference), and at most a few."""
+        to the kernel, a GET still filling it, or a disk write, holds a
+        reference), and at most a few. `callers`: the references our callers
+        hold (the LRU's popitem and eviction callback; a failed GET's frame)."""
         if (
             isinstance(buf, bytearray)
             and len(buf) == self.block_size
-            # (references: the LRU's popitem and eviction callback, our argument, getrefcount's own)
-            and sys.getrefcount(buf) <= 4
+            and sys.getrefcount(buf) <= callers + 2  # (+ our argument, getrefcount's own)
             and len(self.spare) < 4
         ):
             self.spare.append(buf)
