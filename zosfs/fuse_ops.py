@@ -36,6 +36,7 @@ from zosfs.zos import ZosError
 log = logging.getLogger(__name__)
 
 STATS_XATTR = b"user.zosfs.stats"
+CACHE_XATTR = b"user.zosfs.cache"  # a file's cached blocks (JSON); set to "drop" to drop them
 # Asked for by ls -l (selinux, the POSIX ACLs) and the kernel (capability, on
 # every write) on every file; never stored (see zosfs/xattrs.py), so answered
 # here at once, without looking at the inode.
@@ -384,7 +385,8 @@ class Operations(pyfuse3.Operations):
         if reader is None or reader.key != key or reader.etag != handle.etag:
             if reader is not None:
                 reader.close()
-            reader = handle.reader = Reader(self.reads, key, handle.etag, handle.size, self.opts.readahead)
+            reader = handle.reader = Reader(self.reads, key, handle.etag, handle.size, self.opts.readahead,
+                                            inode.appendable)
         return await reader.read(off, size)
 
     @handler
@@ -491,6 +493,8 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)  # directly: ls -l asks twice per file
         if name == STATS_XATTR and ino == pyfuse3.ROOT_INODE:
             return json.dumps(self.stats(), separators=(",", ":")).encode()
+        if name == CACHE_XATTR:
+            return json.dumps(self.reads.describe(self.ns.key(self.ns.get(ino)))).encode()
         return await self.xattrs.get(self.ns.get(ino), _xattr_name(name))
 
     @handler
@@ -504,6 +508,9 @@ class Operations(pyfuse3.Operations):
         if name in NO_XATTR_NAMES or name.startswith(NO_XATTR_PREFIXES):
             # (cp -a sets system.posix_acl_access on every file: ENOTSUP, which it ignores.)
             raise FsError(errno.ENOTSUP, f"{name.decode(errors='replace')} is not stored (see README: Extended attributes)")
+        if name == CACHE_XATTR and value.strip() == b"drop":
+            self.reads.drop(self.ns.key(self.ns.get(ino)))
+            return
         await self.xattrs.set(self.ns.get(ino), _xattr_name(name), value)
 
     @handler
