@@ -8,8 +8,8 @@ bytes have waited `append_delay`: see `AppendUpload._soon`), and pace a
 writer that outruns them. Only new bytes ever cross the wire, and a growing
 log can be read by others while it is written. Appended bytes are freed
 from staging (see staging.py). Whether a file is in append mode is decided
-by the writer (`Writer.switch`), never here, except that a refusal of the
-server ends it.
+by the writer (`Writer.switch`), not here; only the server's refusal of an
+append, or someone else's appends, end it from here (through the writer).
 """
 
 from __future__ import annotations
