@@ -1,0 +1,70 @@
+"""The flush protocol of one writer: what `flush` (close) and `fsync` promise.
+
+Its one job: store everything written so far, whichever way the file's
+bytes go out, and settle what the writer knows afterwards. Durability:
+`flush` returns only when everything written so far is stored in the object
+store, and raises EIO otherwise; the data then stays in staging, and on
+release the log names the file that holds it (registry.py). What was
+written while the upload ran may have missed it, so it stays dirty.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+from zosfs.fserror import FsError
+from zosfs.zos import ZosError
+
+if TYPE_CHECKING:
+    from zosfs.data.write.writer import Writer
+
+
+async def flush(w: Writer) -> None:
+    """Store everything `w` holds; raise FsError(EIO) if that fails.
+
+    In order: a small non-appendable file written through O_APPEND first
+    becomes appendable (which enters append mode); in append mode what is
+    pending is appended (the server may refuse, which ends append mode);
+    in replace mode the object is replaced."""
+    if w.discarded:
+        return
+    async with w.lock:
+        if w.discarded or (not w.pending and not w.dirty):
+            return
+        generation = w.generation
+        watch = w.watch()
+        try:
+            if w.mode is w.replace and w.opened_for_append and w.replace.may_become_appendable():
+                await w.replace.become_appendable()
+            if w.mode is w.appends:
+                await w.appends.flush()
+            if w.mode is w.replace and not w.discarded:
+                await w.replace.flush()
+        except ZosError as err:
+            w.error = err
+            raise FsError(errno.EIO, f"uploading {w.key_at_start!r} failed: {err}") from None
+        except FsError as err:
+            w.error = err
+            raise FsError(errno.EIO, f"uploading {w.key_at_start!r} failed: {err.message}") from None
+        finally:
+            w.unwatch(watch)
+        w.error = None
+        w.flushed_generation = generation
+        # What was written during the upload may have missed it.
+        w.dirty = watch.changed
+        w.dirty.remove(w.size, max(w.size, watch.changed.last_end()))
+        w.inode.page_etag = w.inode.etag  # the kernel's pages are of this version
+        w.path.ns.remember(w.path.ns.key(w.inode), w.inode)
+        w.uploaded()
+        if w.staged is not None and not w.dirty:
+            w.staged.write_journal(state="uploaded", upload_id=None)  # nothing to recover
+
+
+async def finish(w: Writer) -> None:
+    """After the last flush: wait for background work, and abort a
+    multipart upload that a background task began but nothing completed."""
+    await w.wait_idle()
+    if w.parts.upload is not None:
+        async with w.lock:
+            await w.parts.abort()

@@ -1,0 +1,335 @@
+"""Streaming multipart: a file's parts go out while it is written.
+
+Its one job: one multipart upload per writer, in replace mode (a new file
+that grew past `multipart_threshold` while written fast, or a rebuild past
+`rewrite_threshold`): start it, upload parts (copied on the server where
+unchanged, sent from staging where changed), free the parts of a new file
+from staging once uploaded (so that a large new file holds a few parts of
+page cache rather than all of itself until close), complete it (whole, or up
+to its last freed part when those bytes are needed: `materialize`), and
+abort it. When parts go out, and when the upload is completed for good, is
+decided by the replace mode (replace.py).
+
+A failed multipart upload is kept for the next attempt (fsync or close
+again) and aborted when the file is released without success; one that
+holds freed parts is never aborted while the file exists (recovery completes
+it).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import trio
+
+from zosfs.data.ranges import RangeSet
+from zosfs.data.write.state import MAX_PARTS, MiB
+from zosfs.fserror import FsError
+from zosfs.namespace.metadata import encode
+from zosfs.zos import FileRegion, Part, ZosError
+
+if TYPE_CHECKING:
+    from zosfs.data.write.writer import Writer
+
+log = logging.getLogger(__package__)  # (the write path logs as one: zosfs.data.write)
+
+MIN_PART = 5 * MiB
+
+
+def multipart_etag(part_etags: list[str]) -> str:
+    """S3's (and RGW's) ETag of a multipart object: md5 of the concatenated
+    binary part MD5s, then -n."""
+    digest = hashlib.md5(b"".join(bytes.fromhex(e) for e in part_etags)).hexdigest()
+    return f"{digest}-{len(part_etags)}"
+
+
+@dataclass
+class Multipart:
+    """A multipart upload in progress for a writer in replace mode."""
+
+    upload_id: str
+    part_size: int
+    done: dict[int, tuple[int, str]] = field(default_factory=dict)  # part -> (generation, etag)
+    busy: dict[int, trio.Event] = field(default_factory=dict)  # parts being uploaded
+
+    def uploaded(self) -> int:
+        """How many parts the upload has, or is getting (counted up to the
+        last one): RGW completes an upload only with every part it holds, so
+        no completion may leave one out (S3 would simply drop it)."""
+        return max(max(self.done, default=-1), max(self.busy, default=-1)) + 1
+
+    async def settle(self) -> None:
+        """Wait until no part is on its way."""
+        while self.busy:
+            await next(iter(self.busy.values())).wait()
+
+
+class StreamingMultipart:
+    """The multipart upload of one writer, if any (`upload`), and the parts
+    of staging only it holds (the writer's `freed`)."""
+
+    def __init__(self, writer: Writer) -> None:
+        self.w = writer
+        self.upload: Multipart | None = None
+
+    async def start(self) -> None:
+        w = self.w
+        ns = w.path.ns
+        meta = encode(w.inode.attrs, w.inode.meta)
+        opts = await ns.write_options(w.inode, meta, replacing=True)
+        part_size = max(w.part_size, math.ceil(w.size / MAX_PARTS / MiB) * MiB)
+        upload_id = await w.path.zos.create_multipart(ns.key(w.inode), opts)
+        self.upload = Multipart(upload_id, part_size)
+        # Aborted at the next mount if we die (completed, if parts were freed).
+        w.stage().write_journal(upload_id=upload_id, part_size=part_size)
+        log.debug("started multipart upload %s of %r (parts of %d bytes)", upload_id, w.key_at_start, part_size)
+
+    async def claim_ready(self, force: bool) -> tuple[Multipart, list[int]] | None:
+        """The parts ready for background upload (wholly written, before the
+        writer's frontier; with `force`, also the unfinished one at the
+        frontier), marked busy, and the upload they go to (started if
+        needed). Caller holds the lock and uploads them."""
+        w = self.w
+        ps = w.part_size
+        if self.upload is not None and self.upload.part_size != ps:
+            return None  # the file outgrew its part size; everything goes at flush
+        mp = self.upload
+        ready = []
+        limit = min(w.frontier, w.size)
+        for n in range(-(-w.size // ps) if force else limit // ps):
+            start, end = n * ps, min((n + 1) * ps, w.size)
+            gen = w.part_generation.get(n, 0)
+            if mp is not None and (n in mp.busy or mp.done.get(n, (-1, ""))[0] == gen):
+                continue
+            if w.local.covers(start, end) or not w.dirty.overlaps(start, end):
+                ready.append(n)
+        log.debug("parts ready for background upload of %r: %s (frontier %d)", w.key_at_start, ready, w.frontier)
+        if not ready:
+            return None
+        if mp is None:
+            await self.start()
+            mp = self.upload
+            assert mp is not None
+            if mp.part_size != ps:
+                return None
+        for n in ready:
+            mp.busy[n] = trio.Event()
+        return mp, ready
+
+    async def upload_part(self, mp: Multipart, n: int) -> None:
+        """Upload part n (marked busy by the caller) as the file holds it now."""
+        w = self.w
+        event = mp.busy[n]
+        try:
+            start = n * mp.part_size
+            key = w.path.ns.key(w.inode)
+            zos = w.path.zos
+            async with w.path.part_slots:
+                if self.upload is not mp or (n and start >= w.size):
+                    return  # aborted before its turn, or truncated away
+                # (A change from here on makes the part's generation newer:
+                # it is uploaded again.)
+                gen = w.part_generation.get(n, 0)
+                end = min(w.size, start + mp.part_size)
+                if (
+                    not w.dirty.overlaps(start, end)
+                    and end <= w.base_limit
+                    and (end - start >= MIN_PART or end == w.size)
+                ):
+                    # Unchanged: copied on the server, never downloaded.
+                    etag = await zos.upload_part_copy(key, mp.upload_id, n + 1, key, start, end, w.base_etag or None)
+                    copied = True
+                else:
+                    await w.fill(start, end)
+                    region = FileRegion(w.stage().fd, start, end - start)
+                    etag = await zos.upload_part(key, mp.upload_id, n + 1, region)
+                    copied = False
+                log.debug("uploaded part %d [%d, %d) of %r (generation %d)", n + 1, start, end, key, gen)
+            if self.upload is mp:
+                mp.done[n] = (gen, etag)
+                if not copied and end - start == mp.part_size:
+                    self._free_part(mp, n, etag)
+                w.uploaded()
+                w.report_progress()
+        finally:
+            del mp.busy[n]
+            event.set()
+
+    def outstanding(self) -> int:
+        """Bytes written here that no part uploaded since has carried."""
+        w = self.w
+        mp, ps = self.upload, w.part_size
+        total = 0
+        for start, end in list(w.dirty):
+            if mp is None or mp.part_size != ps:
+                total += end - start
+                continue
+            for n in range(start // ps, (end - 1) // ps + 1):
+                if mp.done.get(n, (-1, ""))[0] != w.part_generation.get(n, 0):
+                    total += min(end, (n + 1) * ps) - max(start, n * ps)
+        return total
+
+    # -- freeing parts from staging ------------------------------------------------------
+
+    def frees_parts(self) -> bool:
+        """Whether uploaded parts leave staging (see _free_part); other
+        writers' backlog shrinks only at close, so they are never held."""
+        staged = self.w.staged
+        return staged is not None and bool(staged.record.get("created")) and self.w.path.punch_ok
+
+    def _free_part(self, mp: Multipart, n: int, etag: str) -> None:
+        """Part n went out from staging: free it there (as appended bytes
+        are, see staging.py), so that a large new file holds a few parts of
+        page cache rather than all of itself until close. Only for a new
+        file (recovery then completes the upload: see recovery.py), only
+        while the part is unchanged since, and only whole parts.
+        From then on that upload is the only copy of those bytes: whatever
+        would need them before the upload completes (a read, a change at or
+        below them) completes it first (`materialize`), and it is never
+        aborted while it holds them, short of the file being deleted."""
+        w = self.w
+        staged = w.staged
+        start, end = n * mp.part_size, (n + 1) * mp.part_size
+        if (staged is None or not self.frees_parts() or w.discarded
+                or w.part_generation.get(n, 0) != mp.done[n][0] or not w.local.covers(start, end)):
+            return
+        try:
+            freed = staged.free_part(mp.upload_id, n + 1, etag, start, end)
+        except OSError as err:
+            log.warning("freeing an uploaded part from staging failed (%s); staging keeps it until close", err)
+            freed = None
+        if freed is None:
+            w.path.punch_ok = False
+            return
+        w.local.remove(start, end)
+        w.freed.add(start, end)
+
+    def forget_freed(self) -> None:
+        """The upload holding the freed parts is complete (or given up)."""
+        self.w.freed = RangeSet()
+        if self.w.staged is not None:
+            self.w.staged.forget_parts()
+
+    async def before_change(self, at: int, truncating: bool = False) -> None:
+        """A change from `at` on is coming: if parts at or beyond it were freed
+        from staging, complete the upload that holds them first, so that the
+        object has them (a part cannot be partly rewritten, and staging is
+        "the rest of the object" only above what the object holds). A
+        truncation also completes it first when it cuts into any uploaded
+        part: RGW could not leave that part out (see Multipart.uploaded)."""
+        w = self.w
+        while w.freed and (mp := self.upload) is not None:
+            end = w.freed.last_end()
+            if truncating:
+                end = max(end, mp.uploaded() * mp.part_size)
+            if min(at, w.size) >= end:
+                return
+            await self.materialize()
+
+    # -- completing and aborting ---------------------------------------------------------
+
+    async def materialize(self) -> None:
+        """Complete the multipart upload up to its last freed part, so that
+        the object holds those bytes: a read of them, or a change at or below
+        them, needs them. The object is then the file's first P bytes (as an
+        appended object is), and the rest goes on as a rebuild that copies
+        them on the server. Costs a copy of P bytes at the next flush; done
+        only when a file is read or changed where it was already uploaded
+        while it is still being written for the first time."""
+        async with self.w.lock:
+            await self.complete_prefix()
+
+    async def complete_prefix(self) -> None:
+        """`materialize`, caller holds the lock."""
+        w = self.w
+        mp = self.upload
+        if not w.freed:
+            return
+        if mp is None:  # (freed parts are forgotten whenever their upload ends)
+            raise FsError(errno.EIO, f"internal error: {w.key_at_start!r} has freed parts but no upload")
+        await mp.settle()
+        if self.upload is not mp or not w.freed:
+            return
+        ns = w.path.ns
+        key = ns.key(w.inode)
+        # Every byte staging does not hold must be in the completed object:
+        # the freed parts, and what was appended before the upload began.
+        # And RGW completes an upload only with all of its parts.
+        size = w.size
+        count = max(-(-max(w.freed.last_end(), w.base_limit) // mp.part_size), mp.uploaded())
+        if count > -(-size // mp.part_size):  # (truncation below uploaded parts completes first)
+            raise FsError(errno.EIO, f"internal error: {w.key_at_start!r} has parts beyond its end")
+        watch = w.watch()
+        try:
+            parts = await self.complete(mp, key, count)
+        except ZosError as err:
+            raise FsError(errno.EIO, f"completing the upload of {w.key_at_start!r} to read or change it: {err}") from None
+        finally:
+            w.unwatch(watch)
+        prefix = min(count * mp.part_size, size)
+        etag = multipart_etag([p.etag for p in parts])
+        log.info("completed the upload of the first %d bytes of %r, which is read or changed there while it is "
+                 "written", prefix, key)
+        self.upload = None
+        w.inode.remote, w.inode.appendable, w.inode.etag = True, False, etag
+        ns.remember(key, w.inode)
+        w.base_limit = min(watch.limit(prefix), w.size)
+        w.dirty.remove(0, prefix)
+        for s, e in watch.changed:
+            if s < prefix:
+                w.dirty.add(s, min(e, prefix))
+        staged = w.stage()
+        # Staging is now "the rest" above `prefix` (recovery uploads it as
+        # such), unless a change below it came while the upload completed.
+        staged.write_journal(appended=prefix, etag=etag, upload_id=None)
+        if watch.changed and watch.changed.first_start() < prefix:
+            staged.write_journal(created=False)
+        self.forget_freed()
+
+    async def complete(self, mp: Multipart, key: str, count: int) -> list[Part]:
+        """Upload the parts below `count` that are missing or out of date (at
+        once, within upload_concurrency), then complete the upload with parts
+        1..count; returns them."""
+        w = self.w
+        errors: list[ZosError | FsError] = []
+
+        async def upload(n: int) -> None:
+            try:
+                await self.upload_part(mp, n)
+            except (ZosError, FsError) as err:  # (raised in the nursery it would come wrapped)
+                errors.append(err)
+
+        async with trio.open_nursery() as nursery:
+            for n in range(count):
+                if mp.done.get(n, (-1, ""))[0] != w.part_generation.get(n, 0):
+                    mp.busy[n] = trio.Event()
+                    nursery.start_soon(upload, n)
+        if errors:
+            raise errors[0]
+        if self.upload is not mp or any(n not in mp.done for n in range(count)):
+            raise FsError(errno.EIO, f"{w.key_at_start!r} changed while its upload was being completed")
+        parts = [Part(n + 1, mp.done[n][1]) for n in range(count)]
+        with w.changing_object():
+            await w.path.zos.complete_multipart(key, mp.upload_id, parts)
+        return parts
+
+    async def abort(self) -> None:
+        """Abort the multipart upload, unless it holds freed parts of a file
+        that still exists: it is then kept (with the staging file) for the
+        next attempt, or for recovery, and the log says so."""
+        w = self.w
+        mp = self.upload
+        if mp is not None and w.freed and not w.discarded:
+            log.warning("multipart upload %s of %r is kept: it holds the only copy of some of its bytes",
+                        mp.upload_id, w.key_at_start)
+            return
+        self.upload = None
+        if mp is not None:
+            await mp.settle()  # parts on their way would fail, or outlive the abort
+            await w.path.zos.abort_quietly(w.path.ns.key(w.inode), mp.upload_id)
+            self.forget_freed()
