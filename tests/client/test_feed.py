@@ -322,3 +322,75 @@ def test_idle_readers_back_off_and_wake_on_activity(rgw, bucket):
     assert out["backing"] <= out["steady"] / 2
     assert out["interval"] == 2.0 and out["interval_after"] == 0.25
     assert out["delivery"] < 2.0 + 1.0  # within poll_max (+ slack for a loaded machine)
+
+
+def test_fifty_simulated_mounts_measure_request_rate_and_lag(rgw, bucket):
+    """50 readers in one process share ONE ZosClient (one connection pool,
+    as 50 mounts on one host would not, but the server sees the same
+    requests); two writer mounts have their own. Default poll settings."""
+    readers_n, busy, idle = 50, 8.0, 6.0
+    config = FeedConfig()
+
+    async def scenario(zw1: ZosClient, zw2: ZosClient) -> dict[str, Any]:
+        counts = RequestStats()
+        shared = ZosClient(client_config(rgw.endpoint, bucket, max_connections=64), counts)
+        try:
+            writers = [FeedWriter(zw1, config, "w1"), FeedWriter(zw2, config, "w2")]
+            writers[0].publish("create", "seed")
+            assert await writers[0].flush()
+            inboxes = [Inbox() for _ in range(readers_n)]
+            readers = [
+                FeedReader(shared, config, 0, ib.on_records, ib.on_resync, mount_id=f"r{i}")
+                for i, ib in enumerate(inboxes)
+            ]
+            for r in readers:
+                await r.start()
+            before = counts.snapshot().get("GetObject", {}).get("count", 0)
+            async with trio.open_nursery() as nursery:
+                for w in writers:
+                    nursery.start_soon(w.run)
+                for r in readers:
+                    nursery.start_soon(r.run)
+                t0 = time.monotonic()
+                n = 0
+                while time.monotonic() - t0 < busy:  # each writer: a change every 0.2 s
+                    for w in writers:
+                        w.publish("change", f"{w.mount_id}/file-{n}")
+                    n += 1
+                    await trio.sleep(0.2)
+                mid = counts.snapshot().get("GetObject", {}).get("count", 0)
+                t1 = time.monotonic()
+                await trio.sleep(idle)  # the last records arrive; then nothing happens
+                end = counts.snapshot().get("GetObject", {}).get("count", 0)
+                t2 = time.monotonic()
+                nursery.cancel_scope.cancel()
+        finally:
+            shared.close()
+        lags = sorted(t - r.time for ib in inboxes for t, r in ib.arrived)
+        expected = {f"{w}/file-{i}" for w in ("w1", "w2") for i in range(n)}
+        return {
+            "changes": 2 * n,
+            "complete": sum(1 for ib in inboxes if expected == {r.keys[0] for r in ib.records}),
+            "resyncs": sum(len(ib.resyncs) for ib in inboxes),
+            "busy_get_per_s": (mid - before) / (t1 - t0),
+            "idle_get_per_s": (end - mid) / (t2 - t1),
+            "appends": sum(w.stats.appends for w in writers),
+            "append_conflicts": sum(w.stats.append_conflicts for w in writers),
+            "lag_p50": statistics.median(lags),
+            "lag_p95": lags[int(0.95 * (len(lags) - 1))],
+            "lag_max": lags[-1],
+        }
+
+    out = run(rgw, bucket, scenario, clients=2)
+    print(
+        f"\n{readers_n} readers, 2 writers, {out['changes']} changes in {busy} s: "
+        f"GET/s while busy {out['busy_get_per_s']:.1f} ({out['busy_get_per_s'] / readers_n:.2f} per reader), "
+        f"after the last change {out['idle_get_per_s']:.1f}; appends {out['appends']} "
+        f"({out['append_conflicts']} refused and retried); lag p50 {out['lag_p50']:.3f} s, "
+        f"p95 {out['lag_p95']:.3f} s, max {out['lag_max']:.3f} s"
+    )
+    assert out["complete"] == readers_n and out["resyncs"] == 0
+    assert out["lag_p50"] < 1.5 and out["lag_max"] < 5.0  # generous: 2 shared cores
+    # polling is bounded by poll_min while busy and poll_max once idle
+    assert out["busy_get_per_s"] <= readers_n / config.poll_min * 1.1
+    assert out["idle_get_per_s"] <= readers_n / config.poll_max * 1.5
