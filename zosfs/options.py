@@ -134,12 +134,13 @@ class Options:
     bypass_governance: bool = opt(False, "Let the mount's owner shorten or remove GOVERNANCE retention.")
     # Service details
     append_header: str = opt("x-rgw-next-append-position", "Response header that carries the next append position.")
-    connect_timeout: float = opt(10.0, "Seconds to wait for a connection.")
+    list_api: str = opt("auto", "ListObjects version: `v2`, `v1` (marker paging, the one the ZOS SDK manual documents), or `auto`: V2 unless the endpoint shows at mount, or in any answer, that it does not honour it.", parse_choice("auto", "v1", "v2"))
+    connect_timeout: float = opt(10.0, "Seconds to wait for a connection (TLS handshake included), and at mount time for the bucket's first answer.")
     read_timeout: float = opt(60.0, "Seconds to wait for an answer before the request fails or is retried.")
     retries: int = opt(5, "Attempts per idempotent request (with backoff and jitter).", parse_positive_int)
     # Logging
     log_level: str = opt("info", "Log level: debug, info, warning, error.", parse_choice("debug", "info", "warning", "error"))
-    log_file: str = opt("", "Log to this file instead of stderr (foreground) or syslog (background).")
+    log_file: str = opt("", "Log to this file instead of stderr (foreground) or syslog (background; without a syslog socket, `CACHE_DIR/log/BUCKET-HASH.log`, rotated at 4 MiB).")
     config: str = opt("", "Read further `name=value` options from this file (one per line, `#` comments).")
 
     def with_defaults_resolved(self) -> Options:
@@ -154,6 +155,11 @@ class Options:
             changes["cache_dir"] = os.path.join(base, "zosfs")
         if not self.staging_dir:
             changes["staging_dir"] = os.path.join(changes.get("cache_dir", self.cache_dir), "staging")
+        # A background daemon runs in "/": relative paths must not change meaning.
+        for name in ("cache_dir", "staging_dir", "log_file"):
+            value = changes.get(name, getattr(self, name))
+            if value and not os.path.isabs(value):
+                changes[name] = os.path.abspath(value)
         return dataclasses.replace(self, **changes)
 
 
@@ -245,18 +251,35 @@ def parser(field: dataclasses.Field) -> Callable[[str], Any]:
     return field.metadata["parse"] or _PARSE_BY_TYPE[str(field.type)]
 
 
+def _default_shown(f: dataclasses.Field) -> str:
+    if f.metadata["shown"]:
+        return f.metadata["shown"]
+    if parser(f) is parse_bool:
+        return "off"
+    return f"`{f.default}`" if f.default != "" else "(none)"
+
+
 def markdown_table() -> str:
     """The README's option table."""
     rows = ["| option | default | meaning |", "| --- | --- | --- |"]
     for f in FIELDS.values():
-        if f.metadata["shown"]:
-            default = f.metadata["shown"]
-        elif parser(f) is parse_bool:
-            default = "off"
-        else:
-            default = f"`{f.default}`" if f.default != "" else "(none)"
-        rows.append(f"| `{f.name}` | {default} | {f.metadata['help']} |")
+        rows.append(f"| `{f.name}` | {_default_shown(f)} | {f.metadata['help']} |")
     return "\n".join(rows)
+
+
+def plain_text(width: int = 79) -> str:
+    """The same as `markdown_table`, for a terminal (`zosfs --help`): each
+    option with its default, then its meaning indented below it."""
+    import textwrap
+
+    lines = []
+    for f in FIELDS.values():
+        flag = parser(f) is parse_bool
+        default = _default_shown(f).replace("`", "")
+        default = default if default == "(required)" else f"(default: {default.strip('()')})"
+        lines.append(f"  {f.name}{'' if flag else '=...'}  {default}")
+        lines += textwrap.wrap(f.metadata["help"].replace("`", ""), width, initial_indent=" " * 6, subsequent_indent=" " * 6)
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
