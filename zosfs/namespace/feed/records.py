@@ -29,8 +29,9 @@ import json
 import zlib
 from dataclasses import dataclass
 
+from zosfs.namespace.names import RESERVED_PREFIX  # hidden from listings
+
 VERSION = 1
-RESERVED_PREFIX = ".zosfs/"  # hidden from listings (see zosfs.namespace.names)
 FEED_PREFIX = RESERVED_PREFIX + "feed/"
 OPS = frozenset({"create", "change", "rename", "delete", "all", "seal", "gen"})
 SEALED_META = "zosfs-feed-next"  # metadata on a sealed generation: the next one
