@@ -35,6 +35,8 @@ from zosfs.data.recovery import recover
 from zosfs.data.staging import Staging
 from zosfs.data.write import WritePath
 from zosfs.fuse_ops import Operations
+from zosfs.namespace.feed import Feed, FeedConfig, FeedStats
+from zosfs.namespace.feed.apply import FeedApplier
 from zosfs.namespace.metacache import MetaCache
 from zosfs.namespace.tree import Namespace
 from zosfs.options import Options
@@ -323,6 +325,7 @@ class Mount:
         self.requests = MountRequests()
         self.started = time.time()
         self.ops: Operations | None = None
+        self.feed: Feed | None = None
         self.stopping = False
 
     def client_config(self) -> ClientConfig:
@@ -364,6 +367,7 @@ class Mount:
                 await recover(zos, staging)  # what a daemon that stopped left behind
             ns = Namespace(zos, opts, self.source.prefix, metacache)
             ns.object_lock = caps.object_lock
+            self.feed = feed = self._feed(zos, ns, caps.append)
             reads = BlockCache(zos, opts.cache_size, opts.block_size)
             writes = WritePath(ns, zos, staging, opts, caps.append)
             xattrs = Xattrs(ns, writes, opts.bypass_governance)
@@ -389,11 +393,15 @@ class Mount:
                     nursery.start_soon(self._announce, on_ready)
                     nursery.start_soon(self._signals, writes)
                     nursery.start_soon(ns.deletes.run)
+                    if feed is not None:
+                        nursery.start_soon(feed.run)
                     await pyfuse3.main()
                     unmounted_by_kernel = not self.stopping
                     failed = await writes.flush_all(trio.current_time() + opts.flush_timeout)
                     with trio.move_on_after(opts.flush_timeout):
                         await ns.deletes.settle()  # queued deletes reach the server before exit
+                    if feed is not None:
+                        await feed.close()  # other mounts hear of the last changes
                     nursery.cancel_scope.cancel()
                 if failed:
                     log.error("%d file(s) could not be uploaded before unmount; their data is in %s",
@@ -403,6 +411,28 @@ class Mount:
                 pyfuse3.close(unmount=not unmounted_by_kernel)
             log.info("unmounted %s", self.mountpoint)
             return 0
+
+    def _feed(self, zos: ZosClient, ns: Namespace, append: bool) -> Feed | None:
+        """The change feed between mounts (None when switched off); it
+        announces through `ns.feed` and invalidates through a FeedApplier."""
+        if not self.opts.change_feed:
+            log.info("change feed off (change_feed=off): other mounts' changes show after the cache timers")
+            return None
+        config = FeedConfig(shards=self.opts.feed_shards, poll_max=max(self.opts.feed_poll_max, FeedConfig.poll_min))
+        stats = FeedStats()
+        applier = FeedApplier(ns, stats)
+        feed = Feed(zos, config, self.source.prefix, applier.on_records, applier.on_resync,
+                    append_available=append, stats=stats)
+        if not feed.enabled:
+            return None
+        ns.feed = feed
+
+        def deleted(keys: list[str]) -> None:  # unlink's deletes are queued: announce them once done
+            for key in keys:
+                feed.publish("delete", key)
+
+        ns.deletes.on_deleted = deleted
+        return feed
 
     async def _check_prefix(self, zos: ZosClient, on_warning: Callable[[str], None] | None) -> None:
         """Warn about a prefix that holds nothing: a typo mounts an empty
@@ -469,6 +499,8 @@ class Mount:
             "staging_reserved": writes.staging.used,
             "uploads": uploads,
             "inodes": len(ns.table.by_ino),
+            "feed": self.feed.stats.snapshot() if self.feed is not None else None,
+            "revalidations": dict(ns.revalidations),
             "open_files": len(ops.files),
             "memory_rss": rss_bytes(),
             "log": self.log_where,

@@ -24,7 +24,7 @@ import logging
 import stat
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cachetools
 import trio
@@ -38,6 +38,9 @@ from zosfs.namespace.metacache import CachedMeta, MetaCache
 from zosfs.namespace.metadata import Attrs, Defaults, decode, encode
 from zosfs.options import Options
 from zosfs.zos import Acl, Grant, ObjectInfo, WriteOptions, ZosClient, ZosError, next_append_etag
+
+if TYPE_CHECKING:
+    from zosfs.namespace.feed import Feed
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +90,9 @@ class Namespace:
         self._prefetch_slots = trio.Semaphore(max(4, opts.max_requests))
         self.nursery: trio.Nursery | None = None  # set by the daemon; runs prefetches
         self.object_lock = False  # the bucket has object lock (set by the daemon from the probe)
+        self.feed: Feed | None = None  # the change feed between mounts (set by the daemon)
+        # Attribute revalidations with the server (HEAD of a stale inode), and what they found.
+        self.revalidations = {"checked": 0, "changed": 0, "gone": 0}
 
     # -- helpers -------------------------------------------------------------
 
@@ -134,6 +140,11 @@ class Namespace:
         inode.last_modified = entry.last_modified
         inode.fresh_until = self._refresh_deadline()
 
+    def announce(self, op: str, *keys: str, is_dir: bool = False) -> None:
+        """Tell other mounts (through the change feed) what this mount changed."""
+        if self.feed is not None:
+            self.feed.publish(op, *keys, is_dir=is_dir)
+
     def touched(self, attrs: Attrs) -> Attrs:
         """Attributes after a change of content: mtime and ctime are now."""
         t = now_ns()
@@ -153,6 +164,7 @@ class Namespace:
             # reads it, so that no cached data of the old version is reused.
             inode.fresh_until = 0.0
         self.changed_at[inode.ino] = time.monotonic()
+        self.announce("change", key, is_dir=inode.is_dir)
         listing = self.listings.get(inode.parent)
         if listing is not None and not inode.gone and inode.name in listing.entries:
             listing.put(Entry(inode.name, inode.is_dir, inode.size, inode.etag, inode.last_modified, inode.storage_class))
@@ -391,12 +403,16 @@ class Namespace:
                 return inode
             self._prefetch_siblings(parent, inode.name)
         info = await self.head(key)
+        self.revalidations["checked"] += 1
         if info is None:
+            self.revalidations["gone"] += 1
             parent = self.table.get(inode.parent)
             if parent is not None:
                 self._vanished(parent, inode.name)
             self.table.detach(inode)
             raise FsError(errno.ENOENT, "the object was deleted by another client")
+        if info.etag != inode.etag:
+            self.revalidations["changed"] += 1
         self._same_kind(inode, key, self.decode(info.metadata, False, info.last_modified))
         self.apply_info(inode, info)
         return inode
@@ -542,6 +558,7 @@ class Namespace:
         self.listings[inode.ino] = empty
         self.dir_sizes[inode.ino] = 0
         self._added(parent, inode)
+        self.announce("create", key, is_dir=True)
         return inode
 
     async def create_file(self, parent: Inode, name: str, mode: int, uid: int, gid: int) -> Inode:
@@ -592,7 +609,8 @@ class Namespace:
         key = self.key(inode)
         if inode.remote and self.object_lock:
             await self._delete(key)
-        elif inode.remote:
+            self.announce("delete", key)
+        elif inode.remote:  # announced once the queue has deleted it
             self.deletes.add(key)
         self.metacache.forget(key)
         self.table.detach(inode)
@@ -619,6 +637,7 @@ class Namespace:
             raise FsError(errno.ENOTEMPTY)
         if page.entries:
             await self._delete(prefix)
+        self.announce("delete", prefix, is_dir=True)
         self.listings.pop(inode.ino, None)
         self.dir_meta.pop(prefix, None)
         self.table.detach(inode)
@@ -668,9 +687,11 @@ class Namespace:
                 self.metacache.forget(src_key)
             if dst is not None:
                 self.metacache.forget(dst_base)
+        src_old_key = self.key(src)
         self._removed(src_parent, src, src_name)
         if dst is not None:
             self.table.detach(dst)
+        self.announce("rename", src_old_key, dst_base + "/" if src.is_dir else dst_base, is_dir=src.is_dir)
         self.table.move(src, dst_parent, dst_name)
         self.remember(dst_base, src)
         self._added(dst_parent, src)

@@ -40,9 +40,10 @@ class Feed:
         on_resync: Callable[[str], None],
         *,
         append_available: bool = True,
+        stats: FeedStats | None = None,
     ) -> None:
         self.config = config
-        self.stats = FeedStats()
+        self.stats = stats or FeedStats()
         self.mount_id = new_mount_id()
         self.writer = FeedWriter(zos, config, self.mount_id, self.stats)
         if not append_available:
@@ -59,6 +60,12 @@ class Feed:
     def publish(self, op: str, *keys: str, is_dir: bool = False) -> None:
         """Announce one change of this mount (see `FeedWriter.publish`)."""
         self.writer.publish(op, *keys, is_dir=is_dir)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Append what is still queued (at unmount), within `timeout` seconds."""
+        if self.enabled and self.writer.pending:
+            with trio.move_on_after(timeout):
+                await self.writer.flush()
 
     async def run(self) -> None:
         """Write and follow the feed until cancelled; returns at once when it is off."""

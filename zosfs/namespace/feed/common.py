@@ -44,6 +44,8 @@ class FeedStats:
     records_read: int = 0  # other mounts' records handed on
     records_skipped: int = 0  # unparsable or unknown
     resyncs: int = 0  # continuity lost: everything invalidated
+    invalidations: int = 0  # names forgotten because another mount changed them
+    full_invalidations: int = 0  # everything forgotten (resyncs and `all` records)
     last_lag: float = 0.0  # seconds from a record's append to its delivery here
     max_lag: float = 0.0
     last_poll: float = 0.0  # time.time() of the last successful poll
