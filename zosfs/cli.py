@@ -162,6 +162,8 @@ def _print_feed(feed: dict[str, Any] | None, revalidations: dict[str, int] | Non
         print(f"change feed: lag {feed['last_lag']:.2f} s (max {feed['max_lag']:.2f} s), last poll {age}; "
               f"records read {feed['records_read']}, published {feed['records_published']}, "
               f"names invalidated {feed['invalidations']}, everything {feed['full_invalidations']} times")
+        reqs = feed.get("requests") or {}
+        print("change feed requests: " + (", ".join(f"{op} {s['count']}" for op, s in sorted(reqs.items())) or "none"))
     if revalidations:
         print("revalidations: " + ", ".join(f"{k} {v}" for k, v in sorted(revalidations.items())))
 

@@ -10,6 +10,7 @@ unmounting.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import logging
@@ -315,6 +316,16 @@ class MountRequests(RequestStats):
         super().__call__(op, seconds, error, nbytes)
 
 
+class FeedRequests(RequestStats):
+    """The change feed's request counts: a generation not created yet (404)
+    and another mount's append first (409) are its normal work."""
+
+    def __call__(self, op: str, seconds: float, error: str | None, nbytes: int) -> None:
+        if error in LOOKUP_MISSES or error in ("PositionNotEqualToLength", "BucketAlreadyExists"):
+            error = None
+        super().__call__(op, seconds, error, nbytes)
+
+
 class Mount:
     def __init__(self, opts: Options, source: Source, mountpoint: str, creds: Credentials, log_where: str = "") -> None:
         self.opts = opts
@@ -326,6 +337,8 @@ class Mount:
         self.started = time.time()
         self.ops: Operations | None = None
         self.feed: Feed | None = None
+        self.feed_client: ZosClient | None = None
+        self.feed_requests = FeedRequests()
         self.stopping = False
 
     def client_config(self) -> ClientConfig:
@@ -367,7 +380,7 @@ class Mount:
                 await recover(zos, staging)  # what a daemon that stopped left behind
             ns = Namespace(zos, opts, self.source.prefix, metacache)
             ns.object_lock = caps.object_lock
-            self.feed = feed = self._feed(zos, ns, caps.append)
+            self.feed = feed = self._feed(ns, caps.append)
             reads = BlockCache(zos, opts.cache_size, opts.block_size)
             writes = WritePath(ns, zos, staging, opts, caps.append)
             xattrs = Xattrs(ns, writes, opts.bypass_governance)
@@ -408,23 +421,29 @@ class Mount:
                               len(failed), staging.directory)
             finally:
                 metacache.close()
+                if self.feed_client is not None:
+                    self.feed_client.close()
                 pyfuse3.close(unmount=not unmounted_by_kernel)
             log.info("unmounted %s", self.mountpoint)
             return 0
 
-    def _feed(self, zos: ZosClient, ns: Namespace, append: bool) -> Feed | None:
+    def _feed(self, ns: Namespace, append: bool) -> Feed | None:
         """The change feed between mounts (None when switched off); it
-        announces through `ns.feed` and invalidates through a FeedApplier."""
+        announces through `ns.feed` and invalidates through a FeedApplier.
+        It has its own client, so that `zosfs stats` counts its requests
+        apart (and its normal 404s and 409s are not the mount's errors)."""
         if not self.opts.change_feed:
             log.info("change feed off (change_feed=off): other mounts' changes show after the cache timers")
             return None
         config = FeedConfig(shards=self.opts.feed_shards, poll_max=max(self.opts.feed_poll_max, FeedConfig.poll_min))
         stats = FeedStats()
         applier = FeedApplier(ns, stats)
-        feed = Feed(zos, config, self.source.prefix, applier.on_records, applier.on_resync,
-                    append_available=append, stats=stats)
-        if not feed.enabled:
+        if not append:
+            log.info("change feed off: append is unavailable in this bucket; other mounts' changes show after the cache timers")
             return None
+        self.feed_client = ZosClient(dataclasses.replace(self.client_config(), max_connections=4),
+                                     observer=self.feed_requests)
+        feed = Feed(self.feed_client, config, self.source.prefix, applier.on_records, applier.on_resync, stats=stats)
         ns.feed = feed
 
         def deleted(keys: list[str]) -> None:  # unlink's deletes are queued: announce them once done
@@ -499,7 +518,7 @@ class Mount:
             "staging_reserved": writes.staging.used,
             "uploads": uploads,
             "inodes": len(ns.table.by_ino),
-            "feed": self.feed.stats.snapshot() if self.feed is not None else None,
+            "feed": {**self.feed.stats.snapshot(), "requests": self.feed_requests.snapshot()} if self.feed is not None else None,
             "revalidations": dict(ns.revalidations),
             "open_files": len(ops.files),
             "memory_rss": rss_bytes(),

@@ -32,6 +32,7 @@ from zosfs.zos import ZosClient, ZosError
 log = logging.getLogger(__name__)
 
 EDGE = 32  # bytes before the offset that each poll reads again and compares
+MISSING_LIST_INTERVAL = 10.0  # seconds between LISTs while a generation is not created yet
 
 
 class FeedReader:
@@ -60,6 +61,7 @@ class FeedReader:
         self.edge: bytes | None = b""  # the EDGE bytes before pos; None: not known
         self.started = False
         self.interval = config.poll_min
+        self._listed_at = -MISSING_LIST_INTERVAL  # (trio clock) last LIST because a generation was missing
 
     @property
     def key(self) -> str:
@@ -149,14 +151,23 @@ class FeedReader:
     async def _missing(self) -> bool:
         """The generation being read is not there: not yet created (after a
         seal), or deleted while this reader lagged a whole generation."""
+        if self.pos == 0 and trio.current_time() < self._listed_at + MISSING_LIST_INTERVAL:
+            # Not created yet, most likely (a fresh bucket): skipping a whole
+            # generation between two such polls takes 1 MiB of records.
+            self._idle_poll()
+            return False
+        self._listed_at = trio.current_time()
         newest = await newest_generation(self.zos, self.shard)
         if self.pos == 0 and (newest is None or newest[0] <= self.gen):
-            self.stats.polls += 1
-            self.stats.idle_polls += 1
-            self.stats.last_poll = time.time()
+            self._idle_poll()
             return False
         await self.resync(f"{self.key} is gone")
         return True
+
+    def _idle_poll(self) -> None:
+        self.stats.polls += 1
+        self.stats.idle_polls += 1
+        self.stats.last_poll = time.time()
 
     async def resync(self, why: str) -> None:
         """Continue from the newest generation's end and invalidate all."""
