@@ -5,6 +5,8 @@ default options, while changes by other tools (boto3) follow the timers."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -62,6 +64,10 @@ def test_three_mounts_see_each_others_changes_within_two_seconds(make_mount, buc
     assert 0 < stats["max_lag"] < SOON, stats
     assert stats["disabled"] == ""
     assert set(b.stats()["revalidations"]) == {"checked", "changed", "gone"}
+    assert b.stats()["feed"]["requests"]["GetObject"]["count"] > 0  # its polls, counted apart
+    shown = subprocess.run([sys.executable, "-m", "zosfs", "stats", str(b.path)], capture_output=True, text=True,
+                           check=True).stdout
+    assert "change feed: lag" in shown and "revalidations: changed" in shown, shown
 
 
 def test_changes_by_other_tools_follow_the_timers(make_mount, bucket: str, s3) -> None:
