@@ -3,6 +3,7 @@
     zosfs BUCKET[:/PREFIX] MOUNTPOINT [-o OPT[,OPT...]] [-f]   mount (mount(8) calls it this way)
     zosfs check BUCKET[:/PREFIX] [-o OPT...]                   test the connection and the bucket
     zosfs stats MOUNTPOINT [--json]                            live numbers of a running mount
+    zosfs cache [--drop] PATH...                               what the block caches hold of files (or drop it)
     zosfs --version | --help
 
 Errors are one line on stderr and a non-zero exit status: 2 for bad usage or
@@ -25,6 +26,7 @@ USAGE = """\
 usage: zosfs BUCKET[:/PREFIX] MOUNTPOINT [-o OPT[,OPT...]] [-f] [-d]
        zosfs check BUCKET[:/PREFIX] [-o OPT[,OPT...]]
        zosfs stats MOUNTPOINT [--json]
+       zosfs cache [--drop] PATH...
        zosfs --version
 """
 
@@ -74,6 +76,8 @@ def _dispatch(args: list[str]) -> int:
         return check(args[1:])
     if args[0] == "stats":
         return stats(args[1:])
+    if args[0] == "cache":
+        return cache(args[1:])
     return mount(args)
 
 
@@ -141,6 +145,13 @@ def stats(argv: list[str]) -> int:
     c = data["cache"]
     ratio = f"{c['hit_ratio']:.1%}" if c["hit_ratio"] is not None else "-"
     print(f"cache {c['bytes'] / 2**20:.1f} / {c['budget'] / 2**20:.0f} MiB   hit ratio {ratio}")
+    d = data.get("disk_cache", {})
+    if d.get("enabled"):
+        ratio = f"{d['hit_ratio']:.1%}" if d["hit_ratio"] is not None else "-"
+        print(f"disk cache {d['bytes'] / 2**20:.1f} / {d['cap'] / 2**20:.0f} MiB   hit ratio {ratio}   "
+              f"served {d['bytes_served'] / 2**20:.1f} MiB   in {d['directory']}")
+    else:
+        print(f"disk cache off: {d.get('reason', '-')}")
     print(f"dirty {data['dirty_bytes'] / 2**20:.1f} MiB   uploads in flight {len(data['uploads'])}")
     for u in data["uploads"]:
         done = u["uploaded"] / u["size"] if u["size"] else 1.0
@@ -166,6 +177,27 @@ def _print_feed(feed: dict[str, Any] | None, revalidations: dict[str, int] | Non
         print("change feed requests: " + (", ".join(f"{op} {s['count']}" for op, s in sorted(reqs.items())) or "none"))
     if revalidations:
         print("revalidations: " + ", ".join(f"{k} {v}" for k, v in sorted(revalidations.items())))
+def cache(argv: list[str]) -> int:
+    """Show (or with --drop, drop) the cached blocks of files; directories recursively."""
+    p = _Parser(prog="zosfs cache", add_help=False)
+    p.add_argument("--drop", action="store_true")
+    p.add_argument("paths", nargs="+")
+    a = p.parse_args(argv)
+    status = 0
+    for top in a.paths:
+        files = [top] if not os.path.isdir(top) else [os.path.join(d, f) for d, _, fs in os.walk(top) for f in sorted(fs)]
+        for path in files:
+            try:
+                if a.drop:
+                    os.setxattr(path, "user.zosfs.cache", b"drop")
+                info = json.loads(os.getxattr(path, "user.zosfs.cache"))
+            except OSError as err:
+                print(f"zosfs: {path}: not on a running zosfs mount ({err.strerror})", file=sys.stderr)
+                status = 1
+                continue
+            print(f"{path}: memory {info['memory_bytes']} bytes in {info['memory_blocks']} blocks, "
+                  f"disk {info['disk_bytes']} bytes in {info['disk_blocks']} blocks")
+    return status
 
 
 def mount(argv: list[str]) -> int:

@@ -31,6 +31,7 @@ import trio
 
 from zosfs import __version__
 from zosfs.credentials import Credentials
+from zosfs.data.cache.disk import open_disk_cache
 from zosfs.data.read import BlockCache
 from zosfs.data.recovery import recover
 from zosfs.data.staging import Staging
@@ -340,6 +341,7 @@ class Mount:
         self.feed_client: ZosClient | None = None
         self.feed_requests = FeedRequests()
         self.stopping = False
+        self.disk_note = ""  # why the mount has no disk cache
 
     def client_config(self) -> ClientConfig:
         o = self.opts
@@ -381,7 +383,10 @@ class Mount:
             ns = Namespace(zos, opts, self.source.prefix, metacache)
             ns.object_lock = caps.object_lock
             self.feed = feed = self._feed(ns, caps.append)
-            reads = BlockCache(zos, opts.cache_size, opts.block_size)
+            disk, self.disk_note = await trio.to_thread.run_sync(
+                open_disk_cache, os.path.join(opts.disk_cache, state), opts.disk_cache_size,
+                f"{opts.endpoint}|{self.source.bucket}")
+            reads = BlockCache(zos, opts.cache_size, opts.block_size, disk, opts.prefetch_whole)
             writes = WritePath(ns, zos, staging, opts, caps.append)
             xattrs = Xattrs(ns, writes, opts.bypass_governance)
             self.ops = ops = Operations(ns, reads, writes, xattrs, opts, self.stats)
@@ -408,6 +413,8 @@ class Mount:
                     nursery.start_soon(ns.deletes.run)
                     if feed is not None:
                         nursery.start_soon(feed.run)
+                    if disk is not None:
+                        nursery.start_soon(disk.run)
                     await pyfuse3.main()
                     unmounted_by_kernel = not self.stopping
                     failed = await writes.flush_all(trio.current_time() + opts.flush_timeout)
@@ -415,6 +422,9 @@ class Mount:
                         await ns.deletes.settle()  # queued deletes reach the server before exit
                     if feed is not None:
                         await feed.close()  # other mounts hear of the last changes
+                    if disk is not None:
+                        with trio.move_on_after(10):
+                            await disk.drain()  # blocks fetched last are on disk for the next mount
                     nursery.cancel_scope.cancel()
                 if failed:
                     log.error("%d file(s) could not be uploaded before unmount; their data is in %s",
@@ -423,6 +433,8 @@ class Mount:
                 metacache.close()
                 if self.feed_client is not None:
                     self.feed_client.close()
+                if disk is not None:
+                    disk.close()
                 pyfuse3.close(unmount=not unmounted_by_kernel)
             log.info("unmounted %s", self.mountpoint)
             return 0
@@ -514,6 +526,7 @@ class Mount:
             "requests": self.requests.snapshot(),
             "cache": {"bytes": reads.size, "budget": self.opts.cache_size, "hits": reads.hits,
                       "misses": reads.misses, "hit_ratio": round(reads.hits / lookups, 3) if lookups else None},
+            "disk_cache": reads.disk.stats() if self.disk_note == "" else {"enabled": False, "reason": self.disk_note},
             "dirty_bytes": writes.dirty_bytes(),
             "staging_reserved": writes.staging.used,
             "uploads": uploads,

@@ -36,6 +36,7 @@ from zosfs.zos import ZosError
 log = logging.getLogger(__name__)
 
 STATS_XATTR = b"user.zosfs.stats"
+CACHE_XATTR = b"user.zosfs.cache"  # a file's cached blocks (JSON); set to "drop" to drop them
 # Asked for by ls -l (selinux, the POSIX ACLs) and the kernel (capability, on
 # every write) on every file; never stored (see zosfs/xattrs.py), so answered
 # here at once, without looking at the inode.
@@ -156,11 +157,13 @@ class Operations(pyfuse3.Operations):
         e.st_ctime_ns = a.ctime_ns
         return e
 
-    def negative_entry(self) -> pyfuse3.EntryAttributes:
-        """"No such name", cached by the kernel for negative_timeout."""
+    def negative_entry(self, timeout: float) -> pyfuse3.EntryAttributes:
+        """"No such name", cached by the kernel for `timeout` seconds: what is
+        left of zosfs's own negative answer, so that the kernel's negative
+        dentry never outlives it (a file made elsewhere would stay hidden)."""
         e = pyfuse3.EntryAttributes()
         e.st_ino = 0
-        e.entry_timeout = self.opts.negative_timeout
+        e.entry_timeout = timeout
         return e
 
     # -- names ----------------------------------------------------------------------
@@ -169,11 +172,12 @@ class Operations(pyfuse3.Operations):
     async def lookup(self, parent_ino: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self._check_fault("lookup")
         parent = self.ns.get(parent_ino)
+        text = names.from_fuse(name)
         try:
-            inode = await self.ns.lookup(parent, names.from_fuse(name))
+            inode = await self.ns.lookup(parent, text)
         except FsError as err:
             if err.errno == errno.ENOENT:
-                return self.negative_entry()
+                return self.negative_entry(self.ns.negative_ttl(parent, text))
             raise
         inode.lookups += 1
         return self.entry(inode)
@@ -381,7 +385,8 @@ class Operations(pyfuse3.Operations):
         if reader is None or reader.key != key or reader.etag != handle.etag:
             if reader is not None:
                 reader.close()
-            reader = handle.reader = Reader(self.reads, key, handle.etag, handle.size, self.opts.readahead)
+            reader = handle.reader = Reader(self.reads, key, handle.etag, handle.size, self.opts.readahead,
+                                            inode.appendable)
         return await reader.read(off, size)
 
     @handler
@@ -488,6 +493,8 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)  # directly: ls -l asks twice per file
         if name == STATS_XATTR and ino == pyfuse3.ROOT_INODE:
             return json.dumps(self.stats(), separators=(",", ":")).encode()
+        if name == CACHE_XATTR:
+            return json.dumps(self.reads.describe(self.ns.key(self.ns.get(ino)))).encode()
         return await self.xattrs.get(self.ns.get(ino), _xattr_name(name))
 
     @handler
@@ -501,6 +508,9 @@ class Operations(pyfuse3.Operations):
         if name in NO_XATTR_NAMES or name.startswith(NO_XATTR_PREFIXES):
             # (cp -a sets system.posix_acl_access on every file: ENOTSUP, which it ignores.)
             raise FsError(errno.ENOTSUP, f"{name.decode(errors='replace')} is not stored (see README: Extended attributes)")
+        if name == CACHE_XATTR and value.strip() == b"drop":
+            self.reads.drop(self.ns.key(self.ns.get(ino)))
+            return
         await self.xattrs.set(self.ns.get(ino), _xattr_name(name), value)
 
     @handler

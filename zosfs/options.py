@@ -112,7 +112,7 @@ class Options:
     # Caching of names and attributes
     attr_timeout: float = opt(5.0, "Seconds the kernel and zosfs may reuse file attributes.")
     entry_timeout: float = opt(5.0, "Seconds a name lookup may be reused.")
-    negative_timeout: float = opt(5.0, "Seconds a failed lookup (no such file) may be reused.")
+    negative_timeout: float = opt(1.0, "Seconds a failed lookup (no such file) may be reused, by zosfs and the kernel; then the server is asked again, even while the directory's listing is cached.")
     dir_cache_ttl: float = opt(5.0, "Seconds a directory listing may be reused.")
     change_feed: bool = opt(True, "Tell other zosfs mounts of this bucket about this mount's changes, and follow theirs, through an appendable object under `.zosfs/feed/` (see Change feed), so that they show within about a second; off, or where append is unavailable (versioned or object-lock buckets): the timers above.", shown="`on`")
     feed_poll_max: float = opt(1.0, "Seconds between polls of the change feed once it is idle (the longest wait for another mount's change); raise it for fleets of hundreds of mounts.")
@@ -122,6 +122,9 @@ class Options:
     cache_size: int = opt(256 * MiB, "Memory budget of the block cache.", parse_size, "256M")
     block_size: int = opt(8 * MiB, "Size of a cached block (one ranged GET).", parse_size, "8M")
     readahead: int = opt(64 * MiB, "Largest prefetch window of a sequential reader.", parse_size, "64M")
+    disk_cache: str = opt("", "Directory of the persistent block cache on disk (behind the memory cache; one subdirectory per mounted source).", shown="`CACHE_DIR/blocks`")
+    disk_cache_size: int = opt(-1, "Hard cap of the disk block cache; `0` turns it off.", parse_size, "10% of the free space, at most 16G")
+    prefetch_whole: int = opt(0, "Files up to this size are fetched whole (into the caches) on their first read; `0`: off.", parse_size, "`0`")
     # Writing
     staging_dir: str = opt("", "Directory for data not yet uploaded.", shown="`CACHE_DIR/staging`")
     staging_size: int = opt(4 * GiB, "Budget of not-yet-uploaded data; writers wait while it is full.", parse_size, "4G")
@@ -156,6 +159,8 @@ class Options:
         if not self.cache_dir:
             base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
             changes["cache_dir"] = os.path.join(base, "zosfs")
+        if not self.disk_cache:
+            changes["disk_cache"] = os.path.join(changes.get("cache_dir", self.cache_dir), "blocks")
         if not self.staging_dir:
             changes["staging_dir"] = os.path.join(changes.get("cache_dir", self.cache_dir), "staging")
         # A background daemon runs in "/": relative paths must not change meaning.

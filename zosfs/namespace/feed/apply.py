@@ -74,8 +74,8 @@ class FeedApplier:
         directory, name, child = place
         ns = self.ns
         ns.listings.pop(directory.ino, None)
-        ns.negative.pop((directory.ino, name), None)
-        ns.prefetched_upto.pop(directory.ino, None)
+        ns.negative.discard(directory.ino, name)
+        ns.readdir.prefetched_upto.pop(directory.ino, None)
         if child is not None and child.writer is None:
             child.fresh_until = 0.0
             if child.is_dir:
@@ -91,7 +91,7 @@ class FeedApplier:
         ns.listings.clear()
         ns.negative.clear()
         ns.dir_meta.clear()
-        ns.prefetched_upto.clear()
+        ns.readdir.prefetched_upto.clear()
         names = list(ns.table.by_name)
         root = ns.table.root
         for inode in list(ns.table.by_ino.values()):
