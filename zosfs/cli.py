@@ -17,7 +17,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from zosfs import __version__
 from zosfs.options import OptionError, Options, build, plain_text, split_o
@@ -156,6 +156,7 @@ def stats(argv: list[str]) -> int:
     for u in data["uploads"]:
         done = u["uploaded"] / u["size"] if u["size"] else 1.0
         print(f"  {u['key']}: {u['uploaded']}/{u['size']} bytes ({done:.0%}) by {u['mode']}" + (f"  error: {u['error']}" if u["error"] else ""))
+    _print_feed(data.get("feed"), data.get("revalidations"))
     print(f"{'request':28} {'count':>8} {'errors':>7} {'avg ms':>8} {'max ms':>8} {'MiB':>9}")
     for op, s in sorted(data["requests"].items()):
         avg = s["seconds"] / s["count"] * 1000 if s["count"] else 0
@@ -163,6 +164,19 @@ def stats(argv: list[str]) -> int:
     return 0
 
 
+def _print_feed(feed: dict[str, Any] | None, revalidations: dict[str, int] | None) -> None:
+    """The change feed's lag and counts, and the revalidations, as two lines."""
+    if feed is None:
+        print("change feed off: other mounts' changes show after the cache timers")
+    else:
+        age = f"{feed['poll_age']:.1f} s ago" if feed.get("poll_age") is not None else "not yet"
+        print(f"change feed: lag {feed['last_lag']:.2f} s (max {feed['max_lag']:.2f} s), last poll {age}; "
+              f"records read {feed['records_read']}, published {feed['records_published']}, "
+              f"names invalidated {feed['invalidations']}, everything {feed['full_invalidations']} times")
+        reqs = feed.get("requests") or {}
+        print("change feed requests: " + (", ".join(f"{op} {s['count']}" for op, s in sorted(reqs.items())) or "none"))
+    if revalidations:
+        print("revalidations: " + ", ".join(f"{k} {v}" for k, v in sorted(revalidations.items())))
 def cache(argv: list[str]) -> int:
     """Show (or with --drop, drop) the cached blocks of files; directories recursively."""
     p = _Parser(prog="zosfs cache", add_help=False)

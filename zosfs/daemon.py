@@ -10,6 +10,7 @@ unmounting.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import logging
@@ -36,6 +37,8 @@ from zosfs.data.recovery import recover
 from zosfs.data.staging import Staging
 from zosfs.data.write import WritePath
 from zosfs.fuse_ops import Operations
+from zosfs.namespace.feed import Feed, FeedConfig, FeedStats
+from zosfs.namespace.feed.apply import FeedApplier
 from zosfs.namespace.metacache import MetaCache
 from zosfs.namespace.tree import Namespace
 from zosfs.options import Options
@@ -314,6 +317,16 @@ class MountRequests(RequestStats):
         super().__call__(op, seconds, error, nbytes)
 
 
+class FeedRequests(RequestStats):
+    """The change feed's request counts: a generation not created yet (404)
+    and another mount's append first (409) are its normal work."""
+
+    def __call__(self, op: str, seconds: float, error: str | None, nbytes: int) -> None:
+        if error in LOOKUP_MISSES or error in ("PositionNotEqualToLength", "BucketAlreadyExists"):
+            error = None
+        super().__call__(op, seconds, error, nbytes)
+
+
 class Mount:
     def __init__(self, opts: Options, source: Source, mountpoint: str, creds: Credentials, log_where: str = "") -> None:
         self.opts = opts
@@ -324,6 +337,9 @@ class Mount:
         self.requests = MountRequests()
         self.started = time.time()
         self.ops: Operations | None = None
+        self.feed: Feed | None = None
+        self.feed_client: ZosClient | None = None
+        self.feed_requests = FeedRequests()
         self.stopping = False
         self.disk_note = ""  # why the mount has no disk cache
 
@@ -366,6 +382,7 @@ class Mount:
                 await recover(zos, staging)  # what a daemon that stopped left behind
             ns = Namespace(zos, opts, self.source.prefix, metacache)
             ns.object_lock = caps.object_lock
+            self.feed = feed = self._feed(ns, caps.append)
             disk, self.disk_note = await trio.to_thread.run_sync(
                 open_disk_cache, os.path.join(opts.disk_cache, state), opts.disk_cache_size,
                 f"{opts.endpoint}|{self.source.bucket}")
@@ -394,6 +411,8 @@ class Mount:
                     nursery.start_soon(self._announce, on_ready)
                     nursery.start_soon(self._signals, writes)
                     nursery.start_soon(ns.deletes.run)
+                    if feed is not None:
+                        nursery.start_soon(feed.run)
                     if disk is not None:
                         nursery.start_soon(disk.run)
                     await pyfuse3.main()
@@ -401,6 +420,8 @@ class Mount:
                     failed = await writes.flush_all(trio.current_time() + opts.flush_timeout)
                     with trio.move_on_after(opts.flush_timeout):
                         await ns.deletes.settle()  # queued deletes reach the server before exit
+                    if feed is not None:
+                        await feed.close()  # other mounts hear of the last changes
                     if disk is not None:
                         with trio.move_on_after(10):
                             await disk.drain()  # blocks fetched last are on disk for the next mount
@@ -410,11 +431,39 @@ class Mount:
                               len(failed), staging.directory)
             finally:
                 metacache.close()
+                if self.feed_client is not None:
+                    self.feed_client.close()
                 if disk is not None:
                     disk.close()
                 pyfuse3.close(unmount=not unmounted_by_kernel)
             log.info("unmounted %s", self.mountpoint)
             return 0
+
+    def _feed(self, ns: Namespace, append: bool) -> Feed | None:
+        """The change feed between mounts (None when switched off); it
+        announces through `ns.feed` and invalidates through a FeedApplier.
+        It has its own client, so that `zosfs stats` counts its requests
+        apart (and its normal 404s and 409s are not the mount's errors)."""
+        if not self.opts.change_feed:
+            log.info("change feed off (change_feed=off): other mounts' changes show after the cache timers")
+            return None
+        config = FeedConfig(shards=self.opts.feed_shards, poll_max=max(self.opts.feed_poll_max, FeedConfig.poll_min))
+        stats = FeedStats()
+        applier = FeedApplier(ns, stats)
+        if not append:
+            log.info("change feed off: append is unavailable in this bucket; other mounts' changes show after the cache timers")
+            return None
+        self.feed_client = ZosClient(dataclasses.replace(self.client_config(), max_connections=4),
+                                     observer=self.feed_requests)
+        feed = Feed(self.feed_client, config, self.source.prefix, applier.on_records, applier.on_resync, stats=stats)
+        ns.feed = feed
+
+        def deleted(keys: list[str]) -> None:  # unlink's deletes are queued: announce them once done
+            for key in keys:
+                feed.publish("delete", key)
+
+        ns.deletes.on_deleted = deleted
+        return feed
 
     async def _check_prefix(self, zos: ZosClient, on_warning: Callable[[str], None] | None) -> None:
         """Warn about a prefix that holds nothing: a typo mounts an empty
@@ -482,6 +531,8 @@ class Mount:
             "staging_reserved": writes.staging.used,
             "uploads": uploads,
             "inodes": len(ns.table.by_ino),
+            "feed": {**self.feed.stats.snapshot(), "requests": self.feed_requests.snapshot()} if self.feed is not None else None,
+            "revalidations": dict(ns.revalidations),
             "open_files": len(ops.files),
             "memory_rss": rss_bytes(),
             "log": self.log_where,

@@ -114,6 +114,9 @@ class Options:
     entry_timeout: float = opt(5.0, "Seconds a name lookup may be reused.")
     negative_timeout: float = opt(1.0, "Seconds a failed lookup (no such file) may be reused, by zosfs and the kernel; then the server is asked again, even while the directory's listing is cached.")
     dir_cache_ttl: float = opt(5.0, "Seconds a directory listing may be reused.")
+    change_feed: bool = opt(True, "Tell other zosfs mounts of this bucket about this mount's changes, and follow theirs, through an appendable object under `.zosfs/feed/` (see Change feed), so that they show within about a second; off, or where append is unavailable (versioned or object-lock buckets): the timers above.", shown="`on`")
+    feed_poll_max: float = opt(1.0, "Seconds between polls of the change feed once it is idle (the longest wait for another mount's change); raise it for fleets of hundreds of mounts.")
+    feed_shards: int = opt(1, "Change feed objects per bucket: a mount of a prefix polls the one of its prefix's first path segment, a mount of the whole bucket all of them. All mounts of a bucket must agree.", parse_positive_int)
     cache_dir: str = opt("", "Directory for the persistent metadata cache (and, by default, staging).", shown="`~/.cache/zosfs`")
     # Reading
     cache_size: int = opt(256 * MiB, "Memory budget of the block cache.", parse_size, "256M")

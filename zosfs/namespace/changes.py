@@ -94,6 +94,7 @@ class Changes:
         self.ns.listings[inode.ino] = empty
         self.ns.dir_sizes[inode.ino] = 0
         self._added(parent, inode)
+        self.ns.announce("create", key, is_dir=True)
         return inode
 
     async def create_file(self, parent: Inode, name: str, mode: int, uid: int, gid: int) -> Inode:
@@ -139,7 +140,8 @@ class Changes:
         key = ns.key(inode)
         if inode.remote and ns.object_lock:
             await self._delete(key)
-        elif inode.remote:
+            ns.announce("delete", key)
+        elif inode.remote:  # announced once the queue has deleted it
             self.deletes.add(key)
         self.metacache.forget(key)
         self.table.detach(inode)
@@ -167,6 +169,7 @@ class Changes:
             raise FsError(errno.ENOTEMPTY)
         if page.entries:
             await self._delete(prefix)
+        self.ns.announce("delete", prefix, is_dir=True)
         self.ns.listings.pop(inode.ino, None)
         self.ns.dir_meta.pop(prefix, None)
         self.table.detach(inode)
@@ -219,9 +222,11 @@ class Changes:
                 self.metacache.forget(src_key)
             if dst is not None:
                 self.metacache.forget(dst_base)
+        src_old_key = ns.key(src)
         self._removed(src_parent, src, src_name)
         if dst is not None:
             self.table.detach(dst)
+        ns.announce("rename", src_old_key, dst_base + "/" if src.is_dir else dst_base, is_dir=src.is_dir)
         self.table.move(src, dst_parent, dst_name)
         ns.remember(dst_base, src)
         self._added(dst_parent, src)

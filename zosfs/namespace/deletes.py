@@ -19,6 +19,7 @@ the refusal must reach the caller.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import trio
 
@@ -37,6 +38,8 @@ class DeleteQueue:
         self.pending: set[str] = set()  # queued or being deleted
         self._work = trio.Event()
         self._progress = trio.Event()
+        # Told the keys the server deleted (the change feed announces them then).
+        self.on_deleted: Callable[[list[str]], None] | None = None
 
     def add(self, key: str) -> None:
         if key in self.pending:
@@ -83,9 +86,13 @@ class DeleteQueue:
         except ZosError as err:
             log.error("deleting %d object(s) failed (first %r): %s; they stay in the bucket", len(batch), batch[0], err)
         else:
+            kept = set()
             for f in failures:
                 if f.code not in ("NoSuchKey",):
+                    kept.add(f.key)
                     log.error("could not delete %r: %s (%s); it stays in the bucket", f.key, f.message, f.code)
+            if self.on_deleted is not None:
+                self.on_deleted([k for k in batch if k not in kept])
         finally:
             self.pending.difference_update(batch)
             self._progress.set()

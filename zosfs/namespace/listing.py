@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from zosfs.namespace.names import listable
+from zosfs.namespace.names import listable, reserved
 from zosfs.zos import ListPage
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,8 @@ class Listing:
                 continue
             self.entries[name] = Entry(name, False, obj.size, obj.etag, obj.last_modified, obj.storage_class)
         for prefix in page.prefixes:
+            if reserved(prefix):  # zosfs's own objects (the change feed)
+                continue
             name = prefix[plen:-1]
             reason = listable(name)
             if reason:

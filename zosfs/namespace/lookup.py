@@ -249,12 +249,16 @@ class Lookups:
                 return inode
             ns.readdir.prefetch_siblings(parent, inode.name)
         info = await ns.head(key)
+        ns.revalidations["checked"] += 1
         if info is None:
+            ns.revalidations["gone"] += 1
             parent = self.table.get(inode.parent)
             if parent is not None:
                 self.vanished(parent, inode.name)
             self.table.detach(inode)
             raise FsError(errno.ENOENT, "the object was deleted by another client")
+        if info.etag != inode.etag:
+            ns.revalidations["changed"] += 1
         self.same_kind(inode, key, ns.decode(info.metadata, False, info.last_modified))
         ns.apply_info(inode, info)
         return inode

@@ -15,6 +15,9 @@ from zosfs.fserror import FsError
 
 NAME_MAX = 255
 KEY_MAX = 1024
+# zosfs's own objects (the change feed, zosfs.namespace.feed) live under this
+# key prefix at the bucket's root; listings never show it.
+RESERVED_PREFIX = ".zosfs/"
 
 
 def listable(name: str) -> str | None:
@@ -26,6 +29,11 @@ def listable(name: str) -> str | None:
     if len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
         return f"segment longer than {NAME_MAX} bytes"
     return None
+
+
+def reserved(key: str) -> bool:
+    """True for a key or common prefix under zosfs's reserved prefix."""
+    return key.startswith(RESERVED_PREFIX)
 
 
 def from_fuse(raw: bytes) -> str:

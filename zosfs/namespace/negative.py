@@ -40,6 +40,10 @@ class NegativeCache:
         """The name exists now (this mount made it)."""
         self._until.pop((parent, name), None)
 
+    def clear(self) -> None:
+        """Forget every negative answer (the change feed lost track)."""
+        self._until.clear()
+
     def remaining(self, parent: int, name: str) -> float:
         """Seconds for which "no such name" may still be reused (0.0: ask again)."""
         until = self._until.get((parent, name))

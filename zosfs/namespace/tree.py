@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import errno
 import time
+from typing import TYPE_CHECKING
 
 import cachetools
 import trio
@@ -48,6 +49,9 @@ from zosfs.namespace.metadata import Attrs, Defaults, decode
 from zosfs.namespace.readdir import Readdir
 from zosfs.options import Options
 from zosfs.zos import Acl, ObjectInfo, WriteOptions, ZosClient, ZosError
+
+if TYPE_CHECKING:
+    from zosfs.namespace.feed import Feed
 
 __all__ = ["Namespace", "is_default_acl"]
 
@@ -88,6 +92,9 @@ class Namespace:
         self.changed_at: cachetools.LRUCache[int, float] = cachetools.LRUCache(65536)  # ino -> when this mount last changed it
         self.nursery: trio.Nursery | None = None  # set by the daemon; runs prefetches
         self.object_lock = False  # the bucket has object lock (set by the daemon from the probe)
+        self.feed: Feed | None = None  # the change feed between mounts (set by the daemon)
+        # Attribute revalidations with the server (HEAD of a stale inode), and what they found.
+        self.revalidations = {"checked": 0, "changed": 0, "gone": 0}
         self.lookups = Lookups(self)
         self.readdir = Readdir(self)
         self.changes = Changes(self)
@@ -155,6 +162,11 @@ class Namespace:
         inode.last_modified = entry.last_modified
         inode.fresh_until = self.refresh_deadline()
 
+    def announce(self, op: str, *keys: str, is_dir: bool = False) -> None:
+        """Tell other mounts (through the change feed) what this mount changed."""
+        if self.feed is not None:
+            self.feed.publish(op, *keys, is_dir=is_dir)
+
     def touched(self, attrs: Attrs) -> Attrs:
         """Attributes after a change of content: mtime and ctime are now."""
         t = now_ns()
@@ -174,6 +186,7 @@ class Namespace:
             # reads it, so that no cached data of the old version is reused.
             inode.fresh_until = 0.0
         self.changed_at[inode.ino] = time.monotonic()
+        self.announce("change", key, is_dir=inode.is_dir)
         listing = self.listings.get(inode.parent)
         if listing is not None and not inode.gone and inode.name in listing.entries:
             listing.put(Entry(inode.name, inode.is_dir, inode.size, inode.etag, inode.last_modified, inode.storage_class))
