@@ -79,7 +79,7 @@ class ObjectRequests(ClientCore):
 
     async def put(self, key: str, body: Body, opts: WriteOptions | None = None) -> str:
         """Create or replace an object; returns its ETag."""
-        headers = (opts or WriteOptions()).headers()
+        headers = self._write_headers(opts)
         resp = await self._request("PutObject", "PUT", key, headers=headers, body=body if body is not None else b"")
         return wire.unquote_etag(resp.headers.get("etag"))
 
