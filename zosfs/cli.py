@@ -26,7 +26,7 @@ USAGE = """\
 usage: zosfs BUCKET[:/PREFIX] MOUNTPOINT [-o OPT[,OPT...]] [-f] [-d]
        zosfs check BUCKET[:/PREFIX] [-o OPT[,OPT...]]
        zosfs stats MOUNTPOINT [--json]
-       zosfs restore PATH... --days N [--tier Standard|Bulk|Expedited] [-r]
+       zosfs restore PATH... --days N [--tier TIER] [-r]
        zosfs --version
 """
 
