@@ -89,10 +89,10 @@ async def check_features(client: ZosClient, caps: Capabilities, prefix: str = ""
 
 async def _image_processing(client: ZosClient, key: str, body: bytes) -> Feature:
     try:
-        resp = await client._request("GetObject", "GET", key, query={"x-zos-process": PROCESS})
+        got = await client.get_processed(key, PROCESS)
     except ZosError as err:
         return Feature("image processing", "no", f"GET with x-zos-process refused ({err.code})")
-    if bytes(resp.body) == body:
+    if bytes(got) == body:
         return Feature("image processing", "no", "x-zos-process ignored (the image came back unchanged)")
     return Feature("image processing", "yes", f"x-zos-process={PROCESS} changed the image")
 
