@@ -79,6 +79,8 @@ class FeatureAttrs:
 
     async def get(self, inode: Inode, what: str) -> str:
         if what in ("expire", "transition"):
+            if not inode.is_dir:
+                raise FsError(errno.ENODATA)  # (setting one on a file gives ENOTDIR)
             rule = await self._call(self.zos.get_prefix_rule(what, self._dir_prefix(inode)), what)
             if rule is None:
                 raise FsError(errno.ENODATA)

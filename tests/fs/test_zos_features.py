@@ -214,6 +214,7 @@ def test_lifecycle_rules_per_directory(rgw: LocalRGW, mnt: ZosfsMount, s3) -> No
     os.removexattr(keep, "user.zos.expire")
     assert lifecycle_ids(s3, mnt.bucket) == set()  # the last rule gone: no configuration left
     assert xattr_error(os.setxattr, keep / "old.log", "user.zos.expire", b"1d") == errno.ENOTDIR
+    assert xattr_error(os.getxattr, keep / "old.log", "user.zos.expire") == errno.ENODATA
     assert xattr_error(os.setxattr, keep, "user.zos.expire", b"soon") == errno.EINVAL
     assert xattr_error(os.setxattr, keep, "user.zos.transition", b"STANDARD:3d") == errno.EINVAL
     assert "user.zos.expire" not in getfattr_dump(keep)
