@@ -4,6 +4,7 @@
     zosfs check BUCKET[:/PREFIX] [-o OPT...]                   test the connection and the bucket
     zosfs stats MOUNTPOINT [--json]                            live numbers of a running mount
     zosfs cache [--drop] PATH...                               what the block caches hold of files (or drop it)
+    zosfs restore PATH... --days N [--tier T] [-r]             restore archived (GLACIER) files
     zosfs --version | --help
 
 Errors are one line on stderr and a non-zero exit status: 2 for bad usage or
@@ -27,6 +28,7 @@ usage: zosfs BUCKET[:/PREFIX] MOUNTPOINT [-o OPT[,OPT...]] [-f] [-d]
        zosfs check BUCKET[:/PREFIX] [-o OPT[,OPT...]]
        zosfs stats MOUNTPOINT [--json]
        zosfs cache [--drop] PATH...
+       zosfs restore PATH... --days N [--tier TIER] [-r]
        zosfs --version
 """
 
@@ -78,6 +80,8 @@ def _dispatch(args: list[str]) -> int:
         return stats(args[1:])
     if args[0] == "cache":
         return cache(args[1:])
+    if args[0] == "restore":
+        return restore(args[1:])
     return mount(args)
 
 
@@ -114,10 +118,13 @@ def check(argv: list[str]) -> int:
 
     from zosfs.daemon import Mount
     from zosfs.zos import ZosClient, ZosError, probe
+    from zosfs.zos.features import check_features, format_table
 
     async def run() -> str:
         async with ZosClient(Mount(opts, source, ".", creds).client_config()) as zos:
-            return (await probe(zos)).describe()
+            caps = await probe(zos)
+            table = format_table(await check_features(zos, caps, source.prefix))
+            return caps.describe() + "\n\n" + table
 
     try:
         print(trio.run(run))
@@ -177,6 +184,8 @@ def _print_feed(feed: dict[str, Any] | None, revalidations: dict[str, int] | Non
         print("change feed requests: " + (", ".join(f"{op} {s['count']}" for op, s in sorted(reqs.items())) or "none"))
     if revalidations:
         print("revalidations: " + ", ".join(f"{k} {v}" for k, v in sorted(revalidations.items())))
+
+
 def cache(argv: list[str]) -> int:
     """Show (or with --drop, drop) the cached blocks of files; directories recursively."""
     p = _Parser(prog="zosfs cache", add_help=False)
@@ -198,6 +207,58 @@ def cache(argv: list[str]) -> int:
             print(f"{path}: memory {info['memory_bytes']} bytes in {info['memory_blocks']} blocks, "
                   f"disk {info['disk_bytes']} bytes in {info['disk_blocks']} blocks")
     return status
+
+
+RESTORE_TIERS = ("Standard", "Bulk", "Expedited")
+
+
+def restore(argv: list[str]) -> int:
+    """Ask for archived files on a mount to be restored: `user.zos.restore`
+    set on each (with -r, on each file below a directory). Files not in the
+    GLACIER class are skipped; every failure is one line on stderr, and
+    the status is 1 if any file failed."""
+    p = _Parser(prog="zosfs restore", add_help=False)
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--days", type=int, required=True)
+    p.add_argument("--tier", default="Standard", choices=RESTORE_TIERS)
+    p.add_argument("-r", "--recursive", action="store_true")
+    a = p.parse_args(argv)
+    if a.days < 1:
+        fail("--days must be at least 1", 2)
+    value = f"days={a.days},tier={a.tier}".encode()
+    requested = skipped = failed = 0
+    for path in _files(a.paths, a.recursive):
+        if os.path.isdir(path):
+            failed += 1
+            print(f"zosfs: {path}: is a directory (use -r for the files below it)", file=sys.stderr)
+            continue
+        try:
+            cls = os.getxattr(path, "user.zos.storage_class").decode()
+            if cls != "GLACIER":
+                skipped += 1
+                print(f"{path}: not archived ({cls}), skipped")
+                continue
+            os.setxattr(path, "user.zos.restore", value)
+        except OSError as err:
+            failed += 1
+            print(f"zosfs: {path}: {err.strerror}", file=sys.stderr)
+            continue
+        requested += 1
+        print(f"{path}: restore requested for {a.days} days ({a.tier})")
+    print(f"{requested} restore(s) requested, {skipped} skipped, {failed} failed")
+    return 1 if failed else 0
+
+
+def _files(paths: list[str], recursive: bool) -> list[str]:
+    """The files named, and with `recursive` the files below the directories named."""
+    found = []
+    for path in paths:
+        if os.path.isdir(path) and recursive:
+            for top, _dirs, names in os.walk(path):
+                found += [os.path.join(top, n) for n in sorted(names)]
+        else:
+            found.append(path)
+    return found
 
 
 def mount(argv: list[str]) -> int:

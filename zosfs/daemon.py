@@ -360,6 +360,8 @@ class Mount:
             append_position_header=o.append_header,
             verify_tls=not o.no_verify_ssl,
             list_api=o.list_api,
+            storage_class=o.storage_class,
+            url_expiry=o.url_expiry,
         )
 
     async def run(self, on_ready: Callable[[], None], on_warning: Callable[[str], None] | None = None) -> int:

@@ -68,6 +68,24 @@ def parse_positive_int(text: str) -> int:
     return value
 
 
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """'90s', '30m', '12h', '7d' or plain seconds -> seconds (at least 1)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text.lower())
+    if not m or int(m.group(1)) < 1:
+        raise ValueError(f"not a duration: {text!r} (examples: 3600, 90s, 30m, 12h, 7d)")
+    return int(m.group(1)) * DURATION_UNITS[m.group(2)]
+
+
+def parse_url_expiry(text: str) -> int:
+    seconds = parse_duration(text)
+    if seconds > 7 * 86400:
+        raise ValueError("must be at most 7d (the longest a SigV4 presigned URL may live)")
+    return seconds
+
+
 def parse_choice(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in choices:
@@ -136,6 +154,9 @@ class Options:
     upload_concurrency: int = opt(8, "Parts uploaded at once per file.", parse_positive_int)
     max_requests: int = opt(32, "Requests in flight at once (threads and connections).", parse_positive_int)
     flush_timeout: float = opt(600.0, "On unmount or SIGTERM, seconds to wait for uploads before leaving the rest in staging.")
+    # ZOS features (README: Share links, Storage classes)
+    storage_class: str = opt("STANDARD", "Storage class of new objects: `STANDARD`, `STANDARD_IA` or `GLACIER` (change one object's with `setfattr -n user.zos.storage_class`).", parse_choice("STANDARD", "STANDARD_IA", "GLACIER"))
+    url_expiry: int = opt(86400, "How long a share link (`user.zos.url`) or upload form (`user.zos.upload_form`) stays valid: seconds or `30m`, `12h`, `7d` (at most 7 days).", parse_url_expiry, "`1d`")
     # Object lock
     bypass_governance: bool = opt(False, "Let the mount's owner shorten or remove GOVERNANCE retention.")
     # Service details

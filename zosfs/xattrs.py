@@ -11,8 +11,12 @@ Names:
   user.zos.legal_hold     ON or OFF
   user.zos.restore        read: the restore status; write `days=N[,tier=T]` to restore
                           an archived object
-  user.zos.etag, user.zos.storage_class, user.zos.version_id, user.zos.object_type
+  user.zos.etag, user.zos.version_id, user.zos.object_type
                           read-only facts
+  user.zos.storage_class  read: a fact; write: move the object to that class
+  user.zos.url, user.zos.upload_form, user.zos.expire, user.zos.transition
+                          share links and per-directory lifecycle rules, in
+                          `zosfs.zosattrs` (never listed)
   user.*, trusted.*, security.*, names without a namespace
                           anything else: kept with the object in s3fs's
                           `x-amz-meta-xattr` header (s3fs 1.97 keeps every name
@@ -48,6 +52,8 @@ from zosfs.namespace.inodes import ROOT_INO, Inode
 from zosfs.namespace.metadata import decode_xattrs, encode_xattrs
 from zosfs.namespace.tree import Namespace, is_default_acl
 from zosfs.zos import Acl, Grant, Retention, ZosError
+from zosfs.zosattrs import NAMES as FEATURE_NAMES
+from zosfs.zosattrs import FeatureAttrs
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +166,7 @@ class Xattrs:
         self.writes = writes
         self.zos = ns.zos
         self.bypass_governance = bypass_governance
+        self.features = FeatureAttrs(ns, self._stored_object)
 
     # -- helpers -------------------------------------------------------------------
 
@@ -173,6 +180,13 @@ class Xattrs:
         if inode.is_dir and not inode.remote:
             await self.ns.set_attrs(inode, inode.attrs, persist=True)  # writes the marker
         return self.ns.key(inode)
+
+    async def _stored_object(self, inode: Inode) -> str:
+        """`_object`, and the inode's unsaved writes stored too (a link or a
+        copy must see the bytes written so far)."""
+        if inode.writer is not None and inode.writer.pending:
+            await self.writes.flush(inode)
+        return await self._object(inode)
 
     async def _fresh(self, inode: Inode) -> None:
         if not inode.meta_known or not inode.fresh():
@@ -206,6 +220,8 @@ class Xattrs:
         return value
 
     async def _get_zos(self, inode: Inode, what: str) -> str:
+        if what in FEATURE_NAMES:
+            return await self.features.get(inode, what)
         if not inode.remote and what in FACTS + ("acl", "retention", "legal_hold", "restore"):
             raise FsError(ENOATTR)
         if what in ("retention", "legal_hold") and not self.ns.object_lock:
@@ -274,6 +290,8 @@ class Xattrs:
             await self._remove_tag(inode, name[len(TAG_PREFIX):])
         elif name == PREFIX + "retention":
             await self._put_retention(inode, None)
+        elif name.startswith(PREFIX) and name[len(PREFIX):] in FEATURE_NAMES:
+            await self.features.remove(inode, name[len(PREFIX):])
         elif name.startswith(PREFIX):
             raise FsError(errno.EPERM, f"{name} cannot be removed (set it instead)")
         else:
@@ -311,6 +329,8 @@ class Xattrs:
     # -- user.zos.* ------------------------------------------------------------------------
 
     async def _set_zos(self, inode: Inode, what: str, text: str) -> None:
+        if what in FEATURE_NAMES or what == "storage_class":
+            return await self.features.set(inode, what, text)
         if what in FACTS:
             raise FsError(errno.EPERM, f"user.zos.{what} is read-only")
         if what == "acl":

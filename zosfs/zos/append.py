@@ -57,7 +57,7 @@ class AppendRequests(ObjectRequests):
         PositionNotEqualToLength error carrying the real length. So the same
         bytes are never appended twice and none are skipped.
         """
-        headers = (opts or WriteOptions()).headers()
+        headers = self._write_headers(opts, creates=position == 0)
         length = body.length if isinstance(body, FileRegion) else len(body) if body is not None else 0
         expected = position + length
         query: dict[str, str | None] = {"append": None, "position": str(position)}

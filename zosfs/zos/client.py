@@ -10,8 +10,10 @@ the request families, one module each (see `zosfs.zos.core`):
   expensive there.
 - the control path, through boto3 in worker threads: `control` (tags, ACLs,
   retention, legal hold, restore, bucket versioning and object lock, listing
-  uploads and parts). These requests are rare and their XML is where
-  botocore's models earn their keep.
+  uploads and parts), `lifecycle` (zosfs's per-prefix rules among the
+  bucket's) and `presign` (presigned GET URLs and POST forms, computed
+  locally). These requests are rare and their XML is where botocore's
+  models earn their keep.
 
 Every method raises only `ZosError`. Retries and error translation live in
 `zosfs.zos.transport` and `zosfs.zos.errors`; appends are never repeated
@@ -22,10 +24,12 @@ from __future__ import annotations
 
 from zosfs.zos.append import AppendRequests
 from zosfs.zos.copies import CopyRequests
+from zosfs.zos.lifecycle import LifecycleRequests
 from zosfs.zos.listing import ListRequests
+from zosfs.zos.presign import PresignRequests
 
 
-class ZosClient(AppendRequests, CopyRequests, ListRequests):
+class ZosClient(AppendRequests, CopyRequests, ListRequests, PresignRequests, LifecycleRequests):
     """Typed operations on one bucket of a ZOS (or RGW) endpoint.
 
     Use from a single trio run: `async with ZosClient(cfg) as zos: ...`.

@@ -32,13 +32,16 @@ class CopyRequests(MultipartRequests):
         size: int | None = None,
         if_match: str | None = None,
         grants: tuple[Grant, ...] | None = None,
+        storage_class: str | None = None,
     ) -> str:
         """Server-side copy; returns the new ETag.
 
         With `opts` metadata, content type and (if given) tags are replaced;
         without, they are copied. A copy gets the default ACL unless `grants`
         (or `opts.grants`) say otherwise. Objects above 5 GiB are copied part
-        by part with upload-part-copy (pass `size` to save a HEAD).
+        by part with upload-part-copy. The copy keeps the source's storage
+        class (RGW would make it STANDARD) unless `opts.storage_class` names
+        another; pass `size` and `storage_class` (the source's) to save a HEAD.
         """
         if grants and opts is not None:
             opts = replace(opts, grants=grants)
@@ -46,12 +49,18 @@ class CopyRequests(MultipartRequests):
             # RGW drops the tags when the metadata is replaced, even with
             # x-amz-tagging-directive COPY: carry the source's tags over.
             opts = replace(opts, tags=await self.get_tags(src) or None)
-        if size is None:
-            size = (await self.head(src)).size
+        if opts is not None and opts.storage_class:
+            storage_class = opts.storage_class
+        if size is None or storage_class is None:
+            info = await self.head(src)
+            size, storage_class = info.size, storage_class or info.storage_class
+        if opts is not None:
+            opts = replace(opts, storage_class=storage_class)
         if size > MAX_SINGLE_COPY:
             if opts is None:
                 info = await self.head(src)
-                opts = WriteOptions(info.metadata, info.content_type, await self.get_tags(src) or None, grants=grants)
+                opts = WriteOptions(info.metadata, info.content_type, await self.get_tags(src) or None, grants=grants,
+                                    storage_class=storage_class)
             return await self._multipart_copy(src, dst, size, opts, if_match)
         headers = self._copy_source(src, if_match)
         if opts is None and grants:
@@ -61,11 +70,45 @@ class CopyRequests(MultipartRequests):
             headers["x-amz-metadata-directive"] = "REPLACE"
             if opts.tags is not None:
                 headers["x-amz-tagging-directive"] = "REPLACE"
+        if storage_class and storage_class != "STANDARD":
+            headers["x-amz-storage-class"] = storage_class
         resp = await self._request("CopyObject", "PUT", dst, headers=headers)
         etag = self._copy_result_etag("CopyObject", dst, resp)
         if opts is not None and opts.tags:
             # RGW 16.2 ignores x-amz-tagging on a copy with REPLACE.
             await self.put_tags(dst, opts.tags)
+        return etag
+
+    async def change_storage_class(self, key: str, storage_class: str) -> str:
+        """Move one object to another storage class by copying it onto itself;
+        returns the new ETag.
+
+        Up to 5 GiB it is one CopyObject with MetadataDirective COPY: RGW
+        keeps the metadata, the tags and appendability (a self-copy with
+        REPLACE would make an appendable object Normal), but gives the copy
+        the default ACL, so the ACL is read before and set again after.
+        Larger objects are copied part by part, with their metadata, content
+        type and tags sent again; those come out Normal (not appendable).
+        The copy is made only from the version just read (if-match), so a
+        concurrent writer's newer object is never replaced by the old one.
+        """
+        info = await self.head(key)
+        if info.storage_class == storage_class:
+            return info.etag
+        acl = await self.get_acl(key)
+        if info.size > MAX_SINGLE_COPY:
+            tags = await self.get_tags(key) or None
+            opts = WriteOptions(info.metadata, info.content_type, tags, storage_class=storage_class)
+            etag = await self._multipart_copy(key, key, info.size, opts, info.etag)
+            if tags:
+                await self.put_tags(key, tags)
+        else:
+            headers = self._copy_source(key, info.etag)
+            headers["x-amz-metadata-directive"] = "COPY"
+            headers["x-amz-storage-class"] = storage_class
+            resp = await self._request("CopyObject", "PUT", key, headers=headers)
+            etag = self._copy_result_etag("CopyObject", key, resp)
+        await self.put_acl(key, acl=acl)
         return etag
 
     async def _multipart_copy(self, src: str, dst: str, size: int, opts: WriteOptions, if_match: str | None) -> str:

@@ -20,7 +20,7 @@ from zosfs.zos.errors import bad_answer
 from zosfs.zos.http import Body, Response
 from zosfs.zos.stats import Observer
 from zosfs.zos.transport import BotoTransport, HttpTransport
-from zosfs.zos.values import ClientConfig
+from zosfs.zos.values import ClientConfig, WriteOptions
 
 
 class ClientCore:
@@ -39,6 +39,20 @@ class ClientCore:
         # Whether listings use ListObjects V1; with list_api=auto this turns
         # True when the endpoint shows it does not honour V2 (`zosfs.zos.listing`).
         self.list_v1 = config.list_api == "v1"
+
+    def _write_headers(self, opts: WriteOptions | None, *, creates: bool = True) -> dict[str, str]:
+        """The headers of a request that writes an object, with the mount's
+        storage class for a request that `creates` one (PUT, multipart, the
+        first append) unless `opts` names one. A later append never carries a
+        class: the object keeps its first append's, and RGW 16.2 given another
+        class there answers 200 but loses the object (GET: NoSuchKey)."""
+        headers = (opts or WriteOptions()).headers()
+        headers.pop("x-amz-storage-class", None)
+        if creates:
+            cls = (opts.storage_class if opts is not None else None) or self.config.storage_class
+            if cls and cls != "STANDARD":
+                headers["x-amz-storage-class"] = cls
+        return headers
 
     async def _request(
         self,

@@ -29,7 +29,7 @@ class MultipartRequests(ObjectRequests, ControlRequests):
     async def create_multipart(self, key: str, opts: WriteOptions | None = None) -> str:
         """Start an upload of `key`; returns its upload id."""
         resp = await self._request(
-            "CreateMultipartUpload", "POST", key, query={"uploads": None}, headers=(opts or WriteOptions()).headers()
+            "CreateMultipartUpload", "POST", key, query={"uploads": None}, headers=self._write_headers(opts)
         )
         upload_id = wire.text(self._answer(resp, "CreateMultipartUpload", key), "UploadId")
         if not upload_id:

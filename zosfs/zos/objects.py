@@ -77,9 +77,16 @@ class ObjectRequests(ClientCore):
         resp = await self._request("GetObject", "GET", key, headers=headers, into=into)
         return resp.body
 
+    async def get_processed(self, key: str, process: str) -> bytes | bytearray | memoryview:
+        """The whole object as ZOS's image processing makes it
+        (`x-zos-process=PROCESS`, e.g. `image/resize,w_100`); a server
+        without it sends the bytes unchanged."""
+        resp = await self._request("GetObject", "GET", key, query={"x-zos-process": process})
+        return resp.body
+
     async def put(self, key: str, body: Body, opts: WriteOptions | None = None) -> str:
         """Create or replace an object; returns its ETag."""
-        headers = (opts or WriteOptions()).headers()
+        headers = self._write_headers(opts)
         resp = await self._request("PutObject", "PUT", key, headers=headers, body=body if body is not None else b"")
         return wire.unquote_etag(resp.headers.get("etag"))
 

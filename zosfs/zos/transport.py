@@ -119,6 +119,7 @@ class BotoTransport:
         self._threads = trio.CapacityLimiter(max(4, config.max_connections // 4))
         self._lock = threading.Lock()
         self._client: Any = None
+        self._presigner: Any = None
 
     def client(self) -> Any:
         """The boto3 client, made on first use."""
@@ -149,6 +150,33 @@ class BotoTransport:
                     ),
                 )
             return self._client
+
+    def presigner(self) -> Any:
+        """A boto3 client that only presigns (no request is ever sent with it):
+        SigV4, or with signature=v2 botocore's standard V2 query signing,
+        which agrees with RGW for plain GETs and POST policies (the
+        sub-resource quirks of `rgw_v2_signer` concern other requests)."""
+        with self._lock:
+            if self._presigner is None:
+                import boto3
+                import botocore.config
+
+                c = self.config
+                self._presigner = boto3.session.Session(
+                    aws_access_key_id=c.access_key,
+                    aws_secret_access_key=c.secret_key,
+                    aws_session_token=c.session_token,
+                    region_name=c.region,
+                ).client(
+                    "s3",
+                    endpoint_url=c.endpoint,
+                    verify=c.verify_tls,
+                    config=botocore.config.Config(
+                        signature_version="s3" if c.signature == "v2" else "s3v4",
+                        s3={"addressing_style": "path"},
+                    ),
+                )
+            return self._presigner
 
     async def call(self, op: str, key: str, method: str, **params: Any) -> dict[str, Any]:
         """Call boto3's `method` on the bucket in a worker thread; ZosError on failure."""

@@ -31,6 +31,8 @@ class ClientConfig:
     append_position_header: str = "x-rgw-next-append-position"
     verify_tls: bool | str = True
     list_api: str = "auto"  # ListObjects "v2", "v1", or "auto": V2 unless the endpoint answers it as V1
+    storage_class: str = "STANDARD"  # of new objects (PUT, multipart, the first append)
+    url_expiry: int = 86400  # seconds a presigned URL or upload form stays valid
 
 
 @dataclass(frozen=True)
