@@ -278,6 +278,7 @@ class Changes:
         opts.content_type = new_type
         etag = await self.zos.copy(src_key, dst_key, opts, size=src.size, grants=grants)
         src.content_type = new_type
+        src.appendable = False  # a copy that replaces the metadata makes a normal object (FACTS.md)
         return etag
 
     async def mknod(self, parent: Inode, name: str, mode: int, rdev: int, uid: int, gid: int) -> Inode:
