@@ -28,6 +28,8 @@ from zosfs.limits import MAX_FILE_SIZE, within_max_size
 from zosfs.namespace import names
 from zosfs.namespace.inodes import Inode
 from zosfs.namespace.listing import Listing
+from zosfs.namespace.metadata import decode_rdev
+from zosfs.namespace.owners import new_owner
 from zosfs.namespace.tree import Namespace
 from zosfs.options import Options
 from zosfs.xattrs import Xattrs
@@ -145,10 +147,12 @@ class Operations(pyfuse3.Operations):
         # the first stat() comes here and fetches the real ones.
         e.attr_timeout = self.opts.attr_timeout if inode.meta_known else 0
         e.st_mode = a.mode
-        e.st_nlink = 1  # "unknown" for directories too: keeps find from guessing
+        # 1 for directories too: "unknown", so find does not skip
+        # subdirectories by counting links; 0 for a file unlinked while open.
+        e.st_nlink = 0 if inode.gone and not inode.is_dir else 1
         e.st_uid = a.uid
         e.st_gid = a.gid
-        e.st_rdev = 0
+        e.st_rdev = decode_rdev(inode.meta) if stat.S_ISCHR(a.mode) or stat.S_ISBLK(a.mode) else 0
         e.st_size = 0 if inode.is_dir else inode.size
         e.st_blksize = 1 << 20  # cp and friends size their buffers by it: fewer, larger writes
         e.st_blocks = -(-e.st_size // 512)
@@ -237,27 +241,35 @@ class Operations(pyfuse3.Operations):
     @handler
     async def symlink(self, parent_ino: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self._check_fault("symlink")
-        inode = await self.ns.symlink(
-            self.ns.get(parent_ino), names.from_fuse(name), target.decode("utf-8", "surrogateescape"), ctx.uid, ctx.gid
-        )
+        parent = self.ns.get(parent_ino)
+        _, gid = new_owner(parent.attrs, 0, ctx.gid, is_dir=False)
+        inode = await self.ns.symlink(parent, names.from_fuse(name), target.decode("utf-8", "surrogateescape"), ctx.uid, gid)
         inode.lookups += 1
         return self.entry(inode)
 
     @handler
     async def mkdir(self, parent_ino: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self._check_fault("mkdir")
-        inode = await self.ns.mkdir(self.ns.get(parent_ino), names.from_fuse(name), mode & ~ctx.umask, ctx.uid, ctx.gid)
+        parent = self.ns.get(parent_ino)
+        mode, gid = new_owner(parent.attrs, mode & ~ctx.umask, ctx.gid, is_dir=True)
+        inode = await self.ns.mkdir(parent, names.from_fuse(name), mode, ctx.uid, gid)
         inode.lookups += 1
         return self.entry(inode)
 
     @handler
     async def mknod(self, parent_ino: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self._check_fault("mknod")
-        if not stat.S_ISREG(mode):
-            raise FsError(errno.EPERM, "only regular files, directories and symlinks can be stored as objects")
-        inode = await self.ns.create_file(self.ns.get(parent_ino), names.from_fuse(name), mode & ~ctx.umask, ctx.uid, ctx.gid)
-        self.writes.writer(inode)
-        await self.writes.release(inode)  # uploads the empty object
+        parent = self.ns.get(parent_ino)
+        text = names.from_fuse(name)
+        mode, gid = new_owner(parent.attrs, mode & ~ctx.umask, ctx.gid, is_dir=False)
+        if stat.S_ISREG(mode):
+            inode = await self.ns.create_file(parent, text, mode, ctx.uid, gid)
+            self.writes.writer(inode)
+            await self.writes.release(inode)  # uploads the empty object
+        elif stat.S_IFMT(mode) in (stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK):
+            inode = await self.ns.changes.mknod(parent, text, mode, rdev, ctx.uid, gid)
+        else:
+            raise FsError(errno.EINVAL, f"mknod of file type {stat.S_IFMT(mode):o}")
         inode.lookups += 1
         return self.entry(inode)
 
@@ -314,9 +326,12 @@ class Operations(pyfuse3.Operations):
         if not inode.fresh():
             await self.ns.getattr(inode)  # close-to-open: see other writers' changes
         writable = flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
-        if writable:
+        # O_RDONLY|O_TRUNC truncates too, as on a local disk: the kernel has
+        # checked that the opener may write before passing O_TRUNC on.
+        truncating = bool(flags & os.O_TRUNC)
+        if writable or truncating:
             await self.ns.check_unlocked(inode, "writing")
-        if writable and flags & os.O_TRUNC:
+        if truncating:
             await self.writes.open_truncated(inode)
         elif writable and flags & os.O_APPEND:
             self.writes.writer(inode).opened_for_append = True
@@ -365,7 +380,9 @@ class Operations(pyfuse3.Operations):
     async def create(
         self, parent_ino: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        inode = await self.ns.create_file(self.ns.get(parent_ino), names.from_fuse(name), mode & ~ctx.umask, ctx.uid, ctx.gid)
+        parent = self.ns.get(parent_ino)
+        mode, gid = new_owner(parent.attrs, mode & ~ctx.umask, ctx.gid, is_dir=False)
+        inode = await self.ns.create_file(parent, names.from_fuse(name), mode, ctx.uid, gid)
         self.writes.writer(inode)
         inode.lookups += 1
         return self._open_handle(inode, True), self.entry(inode)

@@ -11,6 +11,9 @@ Names:
   user.zos.legal_hold     ON or OFF
   user.zos.restore        read: the restore status; write `days=N[,tier=T]` to restore
                           an archived object
+  user.zos.content_type   the Content-Type the object is served with; set it to fix a
+                          type for web serving (kept across rewrites and renames, see
+                          zosfs/namespace/contenttype.py); not listed
   user.zos.etag, user.zos.version_id, user.zos.object_type
                           read-only facts
   user.zos.storage_class  read: a fact; write: move the object to that class
@@ -48,6 +51,7 @@ import pyfuse3
 
 from zosfs.data.write import WritePath
 from zosfs.fserror import FsError
+from zosfs.namespace import contenttype
 from zosfs.namespace.inodes import ROOT_INO, Inode
 from zosfs.namespace.metadata import decode_xattrs, encode_xattrs
 from zosfs.namespace.tree import Namespace, is_default_acl
@@ -222,6 +226,8 @@ class Xattrs:
     async def _get_zos(self, inode: Inode, what: str) -> str:
         if what in FEATURE_NAMES:
             return await self.features.get(inode, what)
+        if what == "content_type":
+            return await self._content_type(inode)
         if not inode.remote and what in FACTS + ("acl", "retention", "legal_hold", "restore"):
             raise FsError(ENOATTR)
         if what in ("retention", "legal_hold") and not self.ns.object_lock:
@@ -333,6 +339,9 @@ class Xattrs:
             return await self.features.set(inode, what, text)
         if what in FACTS:
             raise FsError(errno.EPERM, f"user.zos.{what} is read-only")
+        if what == "content_type":
+            await self._set_content_type(inode, text)
+            return
         if what == "acl":
             await self._set_acl(inode, text)
         elif what == "retention":
@@ -388,6 +397,41 @@ class Xattrs:
             if err.code in ("InvalidRequest", "InvalidArgument", "MalformedXML", "InvalidRetentionPeriod"):
                 raise FsError(errno.EINVAL, f"the server refused the {what}: {err.message} ({err.code})") from None
             raise
+
+    # -- user.zos.content_type ------------------------------------------------------------
+
+    async def _content_type(self, inode: Inode) -> str:
+        if inode.ino == ROOT_INO:
+            raise FsError(ENOATTR)
+        if inode.remote:
+            await self._fresh(inode)
+        if inode.is_dir:
+            return inode.content_type or contenttype.DIRECTORY
+        if inode.remote and inode.content_type:
+            return inode.content_type
+        return contenttype.guess(inode.name)  # what its first upload will carry
+
+    async def _set_content_type(self, inode: Inode, text: str) -> None:
+        if inode.ino == ROOT_INO or inode.is_dir:
+            raise FsError(errno.EPERM, "a directory's marker keeps application/x-directory (s3fs reads it so)")
+        try:
+            value = contenttype.check(text)
+        except ValueError as err:
+            raise _invalid(str(err)) from None
+        if inode.remote:
+            await self._fresh(inode)
+        previous, inode.content_type = inode.content_type, value
+        writer = inode.writer
+        if writer is not None and (writer.pending or not inode.remote):
+            writer.attrs_changed()  # the pending upload carries it
+            return
+        try:
+            await self.ns.set_attrs(inode, inode.attrs, persist=True)
+        except BaseException:
+            inode.content_type = previous
+            raise
+        if writer is not None:
+            writer.base_etag = inode.etag
 
     # -- other attributes, of any namespace (x-amz-meta-xattr) ------------------------------
 

@@ -115,17 +115,6 @@ def _remove_local_name(d: Diff, ref: Path, mount: Path) -> None:
     os.unlink(ref / d.op.paths[-1])
 
 
-def _truncate_mount(d: Diff, ref: Path, mount: Path) -> None:
-    os.truncate(mount / d.where, 0)
-
-
-def _local_mode_and_group_as_mount(d: Diff, ref: Path, mount: Path) -> None:
-    st = os.lstat(mount / d.where)
-    os.chown(ref / d.where, -1, st.st_gid, follow_symlinks=False)
-    if not stat.S_ISLNK(st.st_mode):
-        os.chmod(ref / d.where, stat.S_IMODE(st.st_mode))
-
-
 def _mount_times_as_local(d: Diff, ref: Path, mount: Path) -> None:
     st = os.lstat(ref / d.where)
     os.utime(mount / d.where, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
@@ -162,9 +151,6 @@ ALLOWED: tuple[Allowed, ...] = (
             "by design (README: atime not kept)",
             lambda d: (d.field == "atime" and d.mount == d.mount_entry.get("mtime"))
             or (d.field == "atime?mtime" and d.mount == "=")),
-    Allowed("mkfifo-eperm", "mkfifo is refused with EPERM: special files are not stored", "17.2",
-            lambda d: d.op.kind == "mkfifo" and d.field == "result" and d.local == "ok" and d.mount == "EPERM",
-            _remove_local_name),
     Allowed("link-eperm", "link is refused with EPERM: an object has exactly one key", "17.8 (by design)",
             lambda d: d.op.kind == "link" and d.field == "result" and d.local == "ok" and d.mount == "EPERM",
             _remove_local_name),
@@ -186,22 +172,10 @@ ALLOWED: tuple[Allowed, ...] = (
             and d.before.get("size") == d.op.args["size"] and _kept_time(d, "mtime", "ctime")),
     Allowed("o-trunc-times", "open with O_TRUNC moves neither mtime nor ctime (the size does go to 0)", "17.3",
             lambda d: _o_trunc(d.op) and d.where in d.op.targets and _kept_time(d, "mtime", "ctime")),
-    Allowed("o-rdonly-trunc", "open(O_RDONLY|O_TRUNC) does not truncate (Linux truncates if the opener may "
-            "write; zosfs truncates only writable opens)", "17.x (new)",
-            lambda d: _o_trunc(d.op) and d.op.args["flags"].startswith("O_RDONLY") and d.field == "size"
-            and d.where in d.op.targets and d.local == 0 and d.mount != 0,
-            _truncate_mount),
-    Allowed("setgid-dir-not-inherited", "an entry made in a set-group-ID directory takes the maker's group, "
-            "and a new subdirectory does not get S_ISGID (ext4: the directory's group, and S_ISGID on subdirectories)",
-            "17.x (new)",
-            lambda d: d.op.kind in ("open", "mkdir", "symlink") and d.where in d.op.targets
-            and os.path.dirname(d.where) in d.op.setgid_parents and d.entry.get("ctime") == "now"
-            and (d.field == "gid" or (d.field == "mode" and int(d.local, 8) == int(d.mount, 8) | stat.S_ISGID)),
-            _local_mode_and_group_as_mount),
-    Allowed("readdir-symlink-as-file", "readdir's d_type says 'file' for a symlink whose metadata the listing "
-            "does not know yet (seen after its directory was renamed and listed again); lstat says symlink",
+    Allowed("readdir-symlink-as-file", "readdir's d_type says 'file' for a symlink or FIFO whose metadata the "
+            "listing does not know yet (seen after its directory was renamed and listed again); lstat says what it is",
             "README Listing",
-            lambda d: d.field == "d_type" and d.entry.get("type") == "symlink" and d.mount == "file"),
+            lambda d: d.field == "d_type" and d.entry.get("type") in ("symlink", "fifo") and d.mount == "file"),
 )
 
 

@@ -48,11 +48,13 @@ class Op:
         """Run on the tree at `root` (raises OSError as the system call did)."""
         p = [os.path.join(root, x) for x in self.paths]
         a = self.args
+        # O_NONBLOCK: a FIFO opened for writing without a reader fails with
+        # ENXIO on both sides instead of blocking (no effect on other files).
         if self.kind == "open":
-            fd = os.open(p[0], a["flags"], a["mode"])
+            fd = os.open(p[0], a["flags"] | os.O_NONBLOCK, a["mode"])
             os.close(fd)
         elif self.kind == "write":
-            fd = os.open(p[0], os.O_WRONLY | os.O_APPEND)
+            fd = os.open(p[0], os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK)
             try:
                 os.write(fd, b"x" * a["bytes"])
             finally:

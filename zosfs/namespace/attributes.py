@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from zosfs.fserror import FsError
+from zosfs.namespace import contenttype
 from zosfs.namespace.inodes import ROOT_INO, Inode
 from zosfs.namespace.metadata import Attrs, encode
 from zosfs.zos import Acl, Grant, WriteOptions, next_append_etag
@@ -40,9 +41,13 @@ class ObjectAttrs:
 
         An append, PUT or multipart upload replaces metadata, content type,
         tags and ACL, so it (`replacing`) sends them all; a copy keeps the tags
-        by itself but resets the ACL, so a copy sends the ACL.
+        by itself but resets the ACL, so a copy sends the ACL. Every write
+        carries the file's Content-Type (see contenttype.py): the automatic
+        one of its name unless one was set on purpose.
         """
         key = self.ns.key(inode)
+        if not inode.is_dir and contenttype.is_automatic(inode.content_type, inode.name):
+            inode.content_type = contenttype.guess(inode.name)
         tags = None
         if replacing:
             if inode.tags is None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from zosfs.fserror import FsError
-from zosfs.namespace import names
+from zosfs.namespace import contenttype, names
 from zosfs.namespace.attributes import DIR_CONTENT_TYPE, explicit_grants
 from zosfs.namespace.inodes import Inode
 from zosfs.namespace.listing import Entry, Listing
@@ -105,6 +105,7 @@ class Changes:
         inode = self.table.add(parent, name, Attrs(stat.S_IFREG | stat.S_IMODE(mode), uid, gid, t, t))
         inode.meta_known = True
         inode.tags = {}
+        inode.content_type = contenttype.guess(name)
         self._added(parent, inode)
         return inode
 
@@ -116,10 +117,12 @@ class Changes:
         attrs = Attrs(stat.S_IFLNK | 0o777, uid, gid, t, t)
         meta = encode(attrs)
         body = target.encode("utf-8", "surrogateescape")
-        etag = await self.zos.put(key, body, WriteOptions(metadata=meta))
+        content_type = contenttype.guess(name)
+        etag = await self.zos.put(key, body, WriteOptions(metadata=meta, content_type=content_type))
         inode = self.table.add(parent, name, attrs)
         inode.remote, inode.etag, inode.meta, inode.meta_known = True, etag, meta, True
         inode.size, inode.target, inode.tags = len(body), target, {}
+        inode.content_type = content_type
         self.ns.remember(key, inode)
         self._added(parent, inode)
         return inode
@@ -215,7 +218,7 @@ class Changes:
                 raise FsError(errno.EISDIR)
             src_key = ns.key(src)
             if src.remote:
-                etag = await self.zos.copy(src_key, dst_base, size=src.size, grants=explicit_grants(await ns.acl(src)))
+                etag = await self._copy_renamed(src, src_key, dst_base, src_name, dst_name)
                 await self._delete(src_key)
                 if etag:
                     src.etag = etag
@@ -267,3 +270,38 @@ class Changes:
             self.metacache.forget(obj.key)
         for marker in [k for k in self.ns.dir_meta if k.startswith(src_prefix)]:
             self.ns.dir_meta.pop(marker, None)  # those markers are gone
+
+    async def _copy_renamed(self, src: Inode, src_key: str, dst_key: str, src_name: str, dst_name: str) -> str:
+        """Copy a file for rename. Its Content-Type follows the new name only
+        if it was the automatic one of the old name (contenttype.py); then the
+        copy replaces the metadata (with the same metadata) to send the type."""
+        grants = explicit_grants(await self.ns.acl(src))
+        new_type = contenttype.after_rename(src.content_type, src_name, dst_name)
+        if new_type == src.content_type or not src.meta_known:
+            return await self.zos.copy(src_key, dst_key, size=src.size, grants=grants)
+        opts = await self.ns.write_options(src, dict(src.meta), replacing=False)
+        opts.content_type = new_type
+        etag = await self.zos.copy(src_key, dst_key, opts, size=src.size, grants=grants)
+        src.content_type = new_type
+        src.appendable = False  # a copy that replaces the metadata makes a normal object (FACTS.md)
+        return etag
+
+    async def mknod(self, parent: Inode, name: str, mode: int, rdev: int, uid: int, gid: int) -> Inode:
+        """A FIFO, socket or device, stored as s3fs's mknod stores it: an empty
+        object whose `mode` carries the file type bits. s3fs keeps no device
+        number; zosfs keeps it in `rdev` (s3fs ignores it)."""
+        key = self._check_new(parent, name, False)
+        await self.deletes.settle(key)
+        t = time.time_ns()
+        attrs = Attrs(mode, uid, gid, t, t)
+        meta = encode(attrs)
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            meta["rdev"] = str(rdev)
+        content_type = contenttype.guess(name)
+        etag = await self.zos.put(key, b"", WriteOptions(metadata=meta, content_type=content_type))
+        inode = self.table.add(parent, name, attrs)
+        inode.remote, inode.etag, inode.meta, inode.meta_known = True, etag, meta, True
+        inode.content_type, inode.tags = content_type, {}
+        self.ns.remember(key, inode)
+        self._added(parent, inode)
+        return inode

@@ -25,6 +25,7 @@ from decimal import Decimal, InvalidOperation
 NS = 1_000_000_000
 MAX_TIME_NS = 2**63 - 1  # st_mtime_ns is a signed 64-bit number
 MAX_ID = 2**32 - 2  # st_uid/st_gid are 32 bits, and 2**32 - 1 means "no change" to chown
+SPECIAL_KINDS = frozenset({stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK})
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,9 @@ def decode(
     for whatever is missing.
 
     The file type comes from the key (a trailing slash is a directory); from
-    the metadata only S_IFLNK is taken, because a symlink is stored as a plain
-    object whose mode says so. Other tools sometimes write a mode without type
+    the metadata only S_IFLNK and the special files' types (FIFO, socket,
+    character and block device) are taken, because those are stored as plain
+    objects whose mode says so. Other tools sometimes write a mode without type
     bits; those get the type from the key.
     """
     s3cmd = parse_s3cmd_attrs(metadata.get("s3cmd-attrs"))
@@ -140,6 +142,9 @@ def decode(
     elif mode is not None and stat.S_IFMT(mode) == stat.S_IFLNK:
         kind = stat.S_IFLNK
         default_mode = stat.S_IFLNK | 0o777
+    elif mode is not None and stat.S_IFMT(mode) in SPECIAL_KINDS:
+        kind = stat.S_IFMT(mode)  # a FIFO, socket or device, as s3fs's mknod stores them
+        default_mode = defaults.file_mode
     else:
         kind = stat.S_IFREG
         default_mode = defaults.file_mode
@@ -262,3 +267,9 @@ def encode_xattrs(xattrs: dict[str, bytes], existing: dict[str, str]) -> dict[st
     else:
         meta.pop("xattr", None)
     return meta
+
+
+def decode_rdev(metadata: dict[str, str]) -> int:
+    """A device's number from `rdev` (zosfs's own header; s3fs keeps none), else 0."""
+    number = _int(metadata.get("rdev"))
+    return number if number is not None and 0 <= number < 2**64 else 0
