@@ -77,6 +77,8 @@ class Lookups:
                 ns.negative.add(parent.ino, name, asked=listing.started)
                 raise FsError(errno.ENOENT)
             return await self.materialize(parent, entry, inode)
+        if inode is not None and not inode.gone:
+            ns.readdir.prefetch_siblings(parent, name, revalidate=True)
         entry, info = await self.probe(base, name, inode)
         if entry is None:
             ns.negative.add(parent.ino, name)
