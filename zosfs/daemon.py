@@ -394,6 +394,9 @@ class Mount:
                     failed = await writes.flush_all(trio.current_time() + opts.flush_timeout)
                     with trio.move_on_after(opts.flush_timeout):
                         await ns.deletes.settle()  # queued deletes reach the server before exit
+                    if ns.index is not None:
+                        with trio.move_on_after(min(opts.flush_timeout, 10.0)):
+                            await ns.index.flush()  # what this mount's HEADs learned, for the next mount
                     nursery.cancel_scope.cancel()
                 if failed:
                     log.error("%d file(s) could not be uploaded before unmount; their data is in %s",

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import cachetools
 import trio
 
+from zosfs.namespace.index import INDEX_DIR
 from zosfs.namespace.inodes import ROOT_INO, Inode
 from zosfs.namespace.listing import Entry, Listing
 from zosfs.zos import ObjectInfo, ZosError
@@ -90,6 +91,8 @@ class Readdir:
                 not child.remote or child.writer is not None or ns.changed_at.get(child.ino, 0.0) >= listing.started
             ):
                 listing.entries[child.name] = Entry(child.name, child.is_dir, child.size, child.etag)
+        if prefix == "":
+            listing.entries.pop(INDEX_DIR, None)  # the metadata index's reserved prefix
         listing.finish()
         ns.dir_sizes[directory.ino] = len(listing.entries)
         if directory.ino != ROOT_INO:
@@ -98,7 +101,23 @@ class Readdir:
         self._order[directory.ino] = listing
         if not self.opts.no_metadata:
             ns.metacache.preload(prefix, {prefix + e.name: e.etag for e in listing.entries.values() if not e.is_dir})
+        if ns.index is not None:
+            await ns.index.apply(listing)
         return listing
+
+    def was_file(self, directory: Inode, name: str) -> bool:
+        """Whether the directory's last listing (even an expired one) showed
+        `name` as a file."""
+        listing = self._order.get(directory.ino)
+        entry = listing.entries.get(name) if listing is not None else None
+        return entry is not None and not entry.is_dir
+
+    def latest(self, prefix: str) -> Listing | None:
+        """The last listing taken of the directory with this key prefix, if recent."""
+        for listing in reversed(list(self._order.values())):
+            if listing.prefix == prefix:
+                return listing
+        return None
 
     def prefetch_siblings(self, parent: Inode, name: str, *, revalidate: bool = False) -> None:
         """Metadata is needed for `name`: fetch it for the names that follow

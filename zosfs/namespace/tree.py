@@ -39,6 +39,7 @@ from zosfs.namespace import names
 from zosfs.namespace.attributes import ObjectAttrs, is_default_acl
 from zosfs.namespace.changes import Changes
 from zosfs.namespace.deletes import DeleteQueue
+from zosfs.namespace.index import MetaIndex
 from zosfs.namespace.inodes import Inode, InodeTable
 from zosfs.namespace.listing import Entry, Listing, SkipLog
 from zosfs.namespace.lookup import Lookups
@@ -88,6 +89,7 @@ class Namespace:
         self.changed_at: cachetools.LRUCache[int, float] = cachetools.LRUCache(65536)  # ino -> when this mount last changed it
         self.nursery: trio.Nursery | None = None  # set by the daemon; runs prefetches
         self.object_lock = False  # the bucket has object lock (set by the daemon from the probe)
+        self.index = MetaIndex(self, writable=not opts.ro) if opts.meta_index and not opts.no_metadata else None
         self.lookups = Lookups(self)
         self.readdir = Readdir(self)
         self.changes = Changes(self)
@@ -193,6 +195,8 @@ class Namespace:
                 info = pending.result
                 if isinstance(info, ObjectInfo) and not key.endswith("/"):
                     self.metacache.put(key, info.etag, CachedMeta(info.metadata, info.content_type, info.appendable))
+                    if self.index is not None:
+                        self.index.note(key, info)
             finally:
                 del self._heads[key]
                 pending.done.set()
