@@ -176,9 +176,9 @@ class MetaIndex:
             self._last_note.pop(prefix, None)
 
     def forget(self, prefix: str) -> None:
-        """The directory is gone: its index goes too (with the next batch of deletes)."""
-        self._base.pop(prefix, None)
-        if self.writable and not self._refused:
+        """The directory is gone: its index goes too, if this mount read or
+        wrote one (with the next batch of deletes)."""
+        if self._base.pop(prefix, None) is not None and self.writable and not self._refused:
             self.ns.deletes.add(index_key(prefix))
 
     async def flush(self) -> None:
