@@ -11,6 +11,7 @@ unmounting.
 from __future__ import annotations
 
 import errno
+import gc
 import hashlib
 import logging
 import logging.handlers
@@ -383,6 +384,12 @@ class Mount:
             except RuntimeError as err:
                 raise MountError(f"cannot mount at {self.mountpoint}: {err}") from None
             unmounted_by_kernel = False
+            # What is allocated up to here lives as long as the mount: keep it
+            # out of the cyclic collector's scans, and let it run less often
+            # (per-request garbage is freed by reference counting; profiles of
+            # `ls -l` showed the collector's scans of the inode table).
+            gc.freeze()
+            gc.set_threshold(20_000, 20, 20)
             try:
                 async with trio.open_nursery() as nursery:
                     ns.nursery = reads.nursery = writes.nursery = nursery
