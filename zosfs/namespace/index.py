@@ -48,6 +48,7 @@ MIN_ENTRIES = 64  # smaller directories cost few HEADs: not worth an object of t
 SETTLE = 2.0  # seconds without new HEADs in a directory before its index is written
 MAX_NOTED = 200_000  # HEAD answers held for indexes not yet written
 CONTENT_TYPE = "application/x-zosfs-index"
+MAX_TEXT = 256 << 20  # bytes an index may unpack to (about a million entries)
 READ_LIMIT = 10.0  # seconds a listing waits for its index before it goes on without
 
 
@@ -72,7 +73,8 @@ class MetaIndex:
         self._noted: dict[str, dict[str, tuple[str, int, CachedMeta]]] = {}
         self._count = 0
         self._last_note: dict[str, float] = {}
-        self._writing: set[str] = set()
+        self._writing: set[str] = set()  # prefixes with a write waiting to settle
+        self._putting: set[str] = set()  # prefixes whose index is being sent
         # prefix -> the entries of its index as read (or written), so that a
         # new index keeps what the old one knew and the listing still matches.
         self._base: dict[str, dict[str, list[object]]] = {}
@@ -128,7 +130,11 @@ class MetaIndex:
 
     def _parse(self, key: str, prefix: str, body: bytes) -> dict[str, list[object]] | None:
         try:
-            doc = json.loads(zlib.decompress(body))
+            inflate = zlib.decompressobj()
+            text = inflate.decompress(body, MAX_TEXT)
+            if inflate.unconsumed_tail:
+                raise ValueError(f"larger than {MAX_TEXT >> 20} MiB unpacked")
+            doc = json.loads(text)
         except (zlib.error, ValueError, RecursionError) as err:
             log.warning("ignoring metadata index %r: not readable (%s)", key, err)
             return None
@@ -184,6 +190,8 @@ class MetaIndex:
     async def flush(self) -> None:
         """Write now the indexes still waiting to settle (at unmount)."""
         for prefix in list(self._noted):
+            if prefix in self._putting:
+                continue  # its settled write is on its way
             try:
                 await self._write(prefix)
             except ZosError as err:
@@ -217,6 +225,10 @@ class MetaIndex:
             return
         doc = {"format": FORMAT, "prefix": prefix, "written": time.time(), "entries": entries}
         body = zlib.compress(json.dumps(doc, separators=(",", ":")).encode(), 1)
-        await self.ns.zos.put(index_key(prefix), body, WriteOptions(content_type=CONTENT_TYPE))
+        self._putting.add(prefix)
+        try:
+            await self.ns.zos.put(index_key(prefix), body, WriteOptions(content_type=CONTENT_TYPE))
+        finally:
+            self._putting.discard(prefix)
         self._remember_base(prefix, entries)
         log.info("metadata index of %r written: %d entries", prefix, len(entries))
