@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import gc
 import hashlib
 import logging
 import logging.handlers
@@ -407,6 +408,12 @@ class Mount:
             except RuntimeError as err:
                 raise MountError(f"cannot mount at {self.mountpoint}: {err}") from None
             unmounted_by_kernel = False
+            # What is allocated up to here lives as long as the mount: keep it
+            # out of the cyclic collector's scans, and let it run less often
+            # (per-request garbage is freed by reference counting; profiles of
+            # `ls -l` showed the collector's scans of the inode table).
+            gc.freeze()
+            gc.set_threshold(20_000, 20, 20)
             try:
                 async with trio.open_nursery() as nursery:
                     ns.nursery = reads.nursery = writes.nursery = nursery
@@ -427,6 +434,9 @@ class Mount:
                     if disk is not None:
                         with trio.move_on_after(10):
                             await disk.drain()  # blocks fetched last are on disk for the next mount
+                    if ns.index is not None:
+                        with trio.move_on_after(min(opts.flush_timeout, 10.0)):
+                            await ns.index.flush()  # what this mount's HEADs learned, for the next mount
                     nursery.cancel_scope.cancel()
                 if failed:
                     log.error("%d file(s) could not be uploaded before unmount; their data is in %s",

@@ -126,6 +126,7 @@ class Options:
     gid: int = opt(-1, "Group of objects that carry no gid metadata.", shown="mounting group")
     umask: int = opt(0o022, "Umask for objects that carry no mode metadata (files 0666, dirs 0777 before it).", parse_octal, "022")
     no_metadata: bool = opt(False, "Never read per-object metadata: modes, owners and times come from the defaults and LastModified (fast listings for plain data buckets).")
+    meta_index: bool = opt(True, "Keep a metadata index per large directory in the bucket (under `.zosfs-index/`) and read it, so that a first mount on any host lists such a directory with one LIST and one GET instead of a HEAD per file (see Listing); `off`: neither read nor write it.", shown="on")
     fsname: str = opt("", "Source name shown by `mount` and `df`.", shown="`zosfs:BUCKET`")
     # Caching of names and attributes
     attr_timeout: float = opt(5.0, "Seconds the kernel and zosfs may reuse file attributes.")

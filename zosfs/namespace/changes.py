@@ -177,6 +177,8 @@ class Changes:
         self.ns.dir_meta.pop(prefix, None)
         self.table.detach(inode)
         self._removed(parent, inode, name)
+        if self.ns.index is not None:
+            self.ns.index.forget(prefix)
 
     # -- rename -----------------------------------------------------------------------
 

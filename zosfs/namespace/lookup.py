@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from zosfs.fserror import FsError
+from zosfs.namespace.index import INDEX_DIR
 from zosfs.namespace.inodes import ROOT_INO, Inode
 from zosfs.namespace.listing import Entry
 from zosfs.namespace.metacache import CachedMeta
@@ -55,6 +56,8 @@ class Lookups:
         name" is recorded in `ns.negative` with its age (see negative.py)."""
         ns = self.ns
         base = ns.child_key_base(parent, name)
+        if base == INDEX_DIR:
+            raise FsError(errno.ENOENT)  # reserved for the metadata index (index.py)
         inode = self.table.child(parent.ino, name)
         if inode is not None and not inode.gone and inode.fresh():
             return inode
@@ -77,7 +80,9 @@ class Lookups:
                 ns.negative.add(parent.ino, name, asked=listing.started)
                 raise FsError(errno.ENOENT)
             return await self.materialize(parent, entry, inode)
-        entry, info = await self.probe(base, name, inode)
+        if inode is not None and not inode.gone:
+            ns.readdir.prefetch_siblings(parent, name, revalidate=True)
+        entry, info = await self.probe(base, name, inode, was_file=ns.readdir.was_file(parent, name))
         if entry is None:
             ns.negative.add(parent.ino, name)
             if inode is not None and inode.writer is None:
@@ -85,10 +90,14 @@ class Lookups:
             raise FsError(errno.ENOENT)
         return await self.materialize(parent, entry, inode, info)
 
-    async def probe(self, base: str, name: str, known: Inode | None) -> tuple[Entry | None, ObjectInfo | None]:
+    async def probe(
+        self, base: str, name: str, known: Inode | None, *, was_file: bool = False
+    ) -> tuple[Entry | None, ObjectInfo | None]:
         """Ask the server what `base` is: a file (HEAD), a directory (a key
-        below `base/`), both (the directory wins), or nothing."""
-        if known is not None and not known.is_dir and not known.gone:
+        below `base/`), both (the directory wins), or nothing. A name known
+        as a file (an inode, or the directory's last listing: `was_file`) is
+        asked by HEAD alone first."""
+        if was_file or (known is not None and not known.is_dir and not known.gone):
             entry, info = await self.probe_file(base, name)
             if entry is not None:
                 return entry, info

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 import cachetools
 import trio
 
+from zosfs.namespace.index import INDEX_DIR
 from zosfs.namespace.inodes import ROOT_INO, Inode
 from zosfs.namespace.listing import Entry, Listing
-from zosfs.zos import ZosError
+from zosfs.zos import ObjectInfo, ZosError
 
 if TYPE_CHECKING:
     from zosfs.namespace.tree import Namespace
@@ -40,6 +41,11 @@ class Readdir:
         self.opts = ns.opts
         self._listing_now: dict[int, trio.Event] = {}
         self.prefetched_upto: cachetools.LRUCache[int, int] = cachetools.LRUCache(4096)  # dir -> listing index
+        # The last listing of recent directories, kept past dir_cache_ttl for
+        # its order of names only: once a listing expires in the middle of a
+        # long `ls -l`, the kernel looks each name up again, and the names
+        # that follow are revalidated concurrently from this order.
+        self._order: cachetools.LRUCache[int, Listing] = cachetools.LRUCache(64)
         self._prefetch_slots = trio.Semaphore(max(4, ns.opts.max_requests))
 
     async def listing(self, directory: Inode, *, since: float | None = None) -> Listing:
@@ -85,19 +91,44 @@ class Readdir:
                 not child.remote or child.writer is not None or ns.changed_at.get(child.ino, 0.0) >= listing.started
             ):
                 listing.entries[child.name] = Entry(child.name, child.is_dir, child.size, child.etag)
+        if prefix == "":
+            listing.entries.pop(INDEX_DIR, None)  # the metadata index's reserved prefix
         listing.finish()
         ns.dir_sizes[directory.ino] = len(listing.entries)
         if directory.ino != ROOT_INO:
             directory.remote = directory.remote or listing.has_marker
         ns.listings[directory.ino] = listing
+        self._order[directory.ino] = listing
         if not self.opts.no_metadata:
             ns.metacache.preload(prefix, {prefix + e.name: e.etag for e in listing.entries.values() if not e.is_dir})
+        if ns.index is not None:
+            await ns.index.apply(listing)
         return listing
 
-    def prefetch_siblings(self, parent: Inode, name: str) -> None:
+    def was_file(self, directory: Inode, name: str) -> bool:
+        """Whether the directory's last listing (even an expired one) showed
+        `name` as a file."""
+        listing = self._order.get(directory.ino)
+        entry = listing.entries.get(name) if listing is not None else None
+        return entry is not None and not entry.is_dir
+
+    def latest(self, prefix: str) -> Listing | None:
+        """The last listing taken of the directory with this key prefix, if recent."""
+        for listing in reversed(list(self._order.values())):
+            if listing.prefix == prefix:
+                return listing
+        return None
+
+    def prefetch_siblings(self, parent: Inode, name: str, *, revalidate: bool = False) -> None:
         """Metadata is needed for `name`: fetch it for the names that follow
-        in the directory too, concurrently (ls -l stats them one by one)."""
+        in the directory too, concurrently (ls -l stats them one by one).
+        With `revalidate` (a lookup of a known name whose attributes and
+        listing have expired), the known names that follow are asked again
+        even if their metadata is known, so that the kernel's lookups of them
+        find their inodes fresh instead of sending one HEAD after another."""
         listing = self.ns.listings.get(parent.ino)
+        if listing is None and revalidate:
+            listing = self._order.get(parent.ino)
         if listing is None or self.ns.nursery is None:
             return
         i = bisect.bisect_left(listing.names, name)
@@ -106,9 +137,9 @@ class Readdir:
             return  # the window is still well ahead of this reader
         self.prefetched_upto[parent.ino] = i + 1 + PREFETCH_WINDOW
         names = listing.names[i + 1 : i + 1 + PREFETCH_WINDOW]
-        self.prefetch(parent, [listing.entries[n] for n in names if n in listing.entries])
+        self.prefetch(parent, [listing.entries[n] for n in names if n in listing.entries], revalidate=revalidate)
 
-    def prefetch(self, directory: Inode, entries: list[Entry]) -> None:
+    def prefetch(self, directory: Inode, entries: list[Entry], *, revalidate: bool = False) -> None:
         """Start fetching the metadata a reader of this listing will need next,
         concurrently, so that `ls -l` does not wait for one HEAD after another."""
         ns = self.ns
@@ -119,24 +150,38 @@ class Readdir:
             key = prefix + entry.name + ("/" if entry.is_dir else "")
             if ns.head_pending(key):
                 continue
+            etag: str | None = entry.etag
             if entry.is_dir:
                 if key in ns.dir_meta:
                     continue
             else:
                 known = self.table.child(directory.ino, entry.name)
-                if known is not None and known.etag and known.etag == entry.etag and known.meta_known:
+                if known is not None and (known.fresh() or known.gone):
                     continue
-                if ns.metacache.get(key, entry.etag) is not None:
+                if revalidate:
+                    if known is None:
+                        continue  # its lookup HEADs it; an answer could not be matched to an inode here
+                    etag = None  # what is known may be old: ask
+                elif known is not None and known.etag and known.etag == entry.etag and known.meta_known:
                     continue
-            ns.nursery.start_soon(self._prefetch_one, key, entry.is_dir, entry.etag)
+                elif ns.metacache.get(key, entry.etag) is not None:
+                    continue
+            ns.nursery.start_soon(self._prefetch_one, directory.ino, entry.name, key, entry.is_dir, etag)
 
-    async def _prefetch_one(self, key: str, is_dir: bool, etag: str) -> None:
+    async def _prefetch_one(self, parent: int, name: str, key: str, is_dir: bool, etag: str | None) -> None:
         ns = self.ns
         async with self._prefetch_slots:
-            # While this waited for a slot, readdir may have needed the same
-            # metadata and fetched it itself: do not ask twice.
-            if key in ns.dir_meta if is_dir else ns.metacache.get(key, etag) is not None:
-                return
+            # While this waited for a slot, readdir or a lookup may have needed
+            # the same metadata and fetched it itself: do not ask twice.
+            if is_dir:
+                if key in ns.dir_meta:
+                    return
+            else:
+                known = self.table.child(parent, name)
+                if known is not None and known.fresh():
+                    return
+                if etag is not None and ns.metacache.get(key, etag) is not None:
+                    return
             try:
                 info = await ns.head(key)
             except ZosError as err:
@@ -144,3 +189,17 @@ class Readdir:
                 return
             if is_dir:
                 ns.dir_meta[key] = info
+            elif info is not None:
+                self._take(parent, name, info)
+
+    def _take(self, parent: int, name: str, info: ObjectInfo) -> None:
+        """Give a prefetched HEAD to the name's inode, if the kernel knows
+        one: its attributes are then current (attr_timeout from now), so the
+        kernel's getattr or lookup of it is answered without a request. A
+        change of kind, and local unflushed state, are left to getattr."""
+        inode = self.table.child(parent, name)
+        if inode is None or inode.gone or inode.is_dir or inode.writer is not None or inode.fresh():
+            return
+        if self.ns.decode(info.metadata, False, info.last_modified).kind != inode.attrs.kind:
+            return
+        self.ns.apply_info(inode, info)

@@ -40,6 +40,7 @@ from zosfs.namespace import names
 from zosfs.namespace.attributes import ObjectAttrs, is_default_acl
 from zosfs.namespace.changes import Changes
 from zosfs.namespace.deletes import DeleteQueue
+from zosfs.namespace.index import MetaIndex
 from zosfs.namespace.inodes import Inode, InodeTable
 from zosfs.namespace.listing import Entry, Listing, SkipLog
 from zosfs.namespace.lookup import Lookups
@@ -95,6 +96,7 @@ class Namespace:
         self.feed: Feed | None = None  # the change feed between mounts (set by the daemon)
         # Attribute revalidations with the server (HEAD of a stale inode), and what they found.
         self.revalidations = {"checked": 0, "changed": 0, "gone": 0}
+        self.index = MetaIndex(self, writable=not opts.ro) if opts.meta_index and not opts.no_metadata else None
         self.lookups = Lookups(self)
         self.readdir = Readdir(self)
         self.changes = Changes(self)
@@ -206,6 +208,8 @@ class Namespace:
                 info = pending.result
                 if isinstance(info, ObjectInfo) and not key.endswith("/"):
                     self.metacache.put(key, info.etag, CachedMeta(info.metadata, info.content_type, info.appendable))
+                    if self.index is not None:
+                        self.index.note(key, info)
             finally:
                 del self._heads[key]
                 pending.done.set()
