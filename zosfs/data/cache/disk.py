@@ -28,6 +28,7 @@ import os
 import re
 import struct
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -96,6 +97,7 @@ class DiskCache(DataCache):
         self._written = trio.Event()  # set whenever queued writes were done
         self._unsettled: collections.Counter[Entry] = collections.Counter()  # entries whose file is not in place yet
         self._readers = trio.CapacityLimiter(4)
+        self.on_room: Callable[[], None] = lambda: None  # called when queued writes were done
         self.hits = self.misses = self.bytes_served = self.bytes_written = 0
         self.corrupt = self.evicted = self.skipped = 0
 
@@ -266,6 +268,11 @@ class DiskCache(DataCache):
         self._pending_writes += 1
         self._queue("write", (entry, self._name(bid[0]), data))
 
+    @property
+    def behind(self) -> bool:
+        """Whether a `put` now would be dropped because writes are queued up."""
+        return self._pending_writes >= PENDING_WRITES
+
     def _settled_event(self) -> trio.Event:
         """Set when the worker finishes its current batch."""
         if self._written.is_set():
@@ -361,6 +368,7 @@ class DiskCache(DataCache):
                         self.bytes_written += nbytes
                     elif entry in self._lru:
                         self._unindex(entry)  # the write failed (disk full?): no such block
+                self.on_room()  # (may queue more writes: this loop goes on with them)
             self._idle.set()
 
     async def drain(self) -> None:
