@@ -247,16 +247,18 @@ class BlockCache:
         key, etag, n = bid
         start = n * self.block_size
         end = min(object_size, start + self.block_size)
-        prefix = await self.cache.get(bid)  # (a disk hit lands in memory)
-        if prefix is not None and len(prefix) == end - start:
-            return
-        if prefix is not None and len(prefix) > end - start:
-            prefix = None  # cannot be: not this version's block
-        have = len(prefix) if prefix is not None else 0
-        # No waiting here for the disk tier to catch up: a GET is never slowed
-        # by the disk, a block the disk is too busy for stays in memory only.
-        self.memory.reserve(end - start)  # (evicts first: a recycled buffer may come of it)
+        # The block's room is taken from the budget before it is read from
+        # disk or fetched (evicting first: a recycled buffer may come of it).
+        # No waiting for the disk tier to catch up with its writes: a GET is
+        # never slowed by the disk.
+        self.memory.reserve(end - start)
         try:
+            prefix = await self.cache.get(bid)  # (a disk hit lands in memory)
+            if prefix is not None and len(prefix) == end - start:
+                return
+            if prefix is not None and len(prefix) > end - start:
+                prefix = None  # cannot be: not this version's block
+            have = len(prefix) if prefix is not None else 0
             buf = self.spare.pop() if end - start == self.block_size and self.spare else bytearray(end - start)
             try:
                 await self.zos.get(key, start + have, end, if_match=etag or None, into=memoryview(buf)[have:])
