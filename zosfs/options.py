@@ -138,7 +138,7 @@ class Options:
     feed_shards: int = opt(1, "Change feed objects per bucket: a mount of a prefix polls the one of its prefix's first path segment, a mount of the whole bucket all of them. All mounts of a bucket must agree.", parse_positive_int)
     cache_dir: str = opt("", "Directory for the persistent metadata cache (and, by default, staging).", shown="`~/.cache/zosfs`")
     # Reading
-    cache_size: int = opt(256 * MiB, "Memory budget of the block cache.", parse_size, "256M")
+    cache_size: int = opt(64 * MiB, "Memory budget of the block cache (blocks held and blocks in flight; the disk cache holds more).", parse_size, "64M")
     block_size: int = opt(8 * MiB, "Size of a cached block (one ranged GET).", parse_size, "8M")
     readahead: int = opt(64 * MiB, "Largest prefetch window of a sequential reader.", parse_size, "64M")
     disk_cache: str = opt("", "Directory of the persistent block cache on disk (behind the memory cache; one subdirectory per mounted source).", shown="`CACHE_DIR/blocks`")

@@ -294,3 +294,18 @@ def test_an_appendable_object_made_anew_and_larger_is_not_taken_for_an_append(
     assert s3.head_object(Bucket=bucket, Key="r")["ETag"].strip('"').endswith("-2")
     time.sleep(ATTR_TIMEOUT + 0.5)
     assert read_all(reader.path / "r") == new
+
+
+def test_a_remount_with_another_block_size_never_reads_the_old_blocks_as_its_own(
+        bucket: str, s3: Any, make_mount, tmp_path: Path) -> None:
+    cache = tmp_path / "dc"
+    data = random.Random(7).randbytes(6 * MiB + 99)
+    s3.put_object(Bucket=bucket, Key="bs.bin", Body=data)
+    first = make_mount(bucket, options=disk_options(cache))  # 1 MiB blocks
+    assert read_all(first.path / "bs.bin") == data
+    wait_written(first, len(data))
+    assert first.unmount() == 0
+
+    second = make_mount(bucket, options=disk_options(cache, block_size="2M", cache_size="8M", readahead="4M"))
+    drop_page_cache()
+    assert read_all(second.path / "bs.bin") == data

@@ -66,6 +66,7 @@ def test_a_scan_rebuilds_the_index_and_damaged_files_are_misses(tmp_path: Path) 
 
     async def fill(c: DiskCache) -> None:
         for n, d in enumerate(data):
+            await c.wait_writable()
             c.put(("key", MD5, n), d)
     run(cache, fill)
     cache.close()

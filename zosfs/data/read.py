@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 RANDOM_ALIGN = 64 * 1024
 ADOPT_WAIT = 30.0  # seconds a reader waits for another's check of older cached blocks
+MAX_IN_FLIGHT = 8  # block GETs at once, for all readers together (more do not read faster)
+SPARE_BUFFERS = 2  # evicted block buffers kept for reuse (memory beyond the budget)
 
 
 class _Fetch:
@@ -58,13 +60,12 @@ class BlockCache:
         self.budget = budget
         self.block_size = block_size
         self.prefetch_whole = prefetch_whole  # objects up to this size are prefetched whole on first read
-        # Blocks being fetched at once, for all readers together: bounds the
-        # memory of in-flight GETs and shares the pipe in FIFO order. They
-        # count against the budget too: cached plus in flight never exceed it.
-        in_flight = max(2, budget // (4 * block_size))
-        self.slots = trio.Semaphore(in_flight)
+        # Blocks being fetched at once, for all readers together, in FIFO
+        # order (a fair share of the pipe). Their buffers count against the
+        # budget (reserved before the GET): held plus in flight never exceed it.
+        self.slots = trio.Semaphore(max(2, min(MAX_IN_FLIGHT, budget // block_size - 1)))
         self.spare: list[bytearray] = []  # evicted block buffers, for the next GETs
-        self.memory = MemoryCache(max(block_size, budget - in_flight * block_size), self._recycle)
+        self.memory = MemoryCache(budget, self._recycle)
         self.disk: DataCache = disk or NoCache()
         self.cache: DataCache = MultiLevelCache(self.memory, self.disk) if disk is not None else self.memory
         self._inflight: dict[BlockId, _Fetch] = {}
@@ -80,10 +81,16 @@ class BlockCache:
         return self.memory.size
 
     def window_limit(self) -> int:
-        """The largest readahead window one reader may have now: together the
-        windows fill at most half the budget, so that prefetched blocks are
-        not evicted by other prefetched blocks before they are read."""
-        return max(self.block_size, self.budget // (2 * max(1, self.readers)))
+        """The largest readahead window one reader may have now: each reader's
+        window plus the block it is reading fit in its share of the budget,
+        so that blocks fetched ahead are not evicted by other readers' blocks
+        fetched ahead before they are read (blocks read through go first)."""
+        return max(self.block_size, self.budget // max(1, self.readers) - self.block_size)
+
+    def consumed(self, key: str, etag: str, n: int) -> None:
+        """A sequential reader has read past block `n`: memory keeps it last
+        (the page cache and the disk tier have it)."""
+        self.memory.demote((key, etag, n))
 
     def _length(self, n: int, object_size: int) -> int:
         return max(0, min(object_size, (n + 1) * self.block_size) - n * self.block_size)
@@ -240,35 +247,42 @@ class BlockCache:
         key, etag, n = bid
         start = n * self.block_size
         end = min(object_size, start + self.block_size)
-        prefix = await self.cache.get(bid)  # (a disk hit lands in memory)
-        if prefix is not None and len(prefix) == end - start:
-            return
-        if prefix is not None and len(prefix) > end - start:
-            prefix = None  # cannot be: not this version's block
-        have = len(prefix) if prefix is not None else 0
-        await self.cache.wait_writable()
-        buf = self.spare.pop() if end - start == self.block_size and self.spare else bytearray(end - start)
+        # The block's room is taken from the budget before it is read from
+        # disk or fetched (evicting first: a recycled buffer may come of it).
+        # No waiting for the disk tier to catch up with its writes: a GET is
+        # never slowed by the disk.
+        self.memory.reserve(end - start)
         try:
-            await self.zos.get(key, start + have, end, if_match=etag or None, into=memoryview(buf)[have:])
-        except BaseException:
-            self._recycle(buf, callers=1)
-            raise
+            prefix = await self.cache.get(bid)  # (a disk hit lands in memory)
+            if prefix is not None and len(prefix) == end - start:
+                return
+            if prefix is not None and len(prefix) > end - start:
+                prefix = None  # cannot be: not this version's block
+            have = len(prefix) if prefix is not None else 0
+            buf = self.spare.pop() if end - start == self.block_size and self.spare else bytearray(end - start)
+            try:
+                await self.zos.get(key, start + have, end, if_match=etag or None, into=memoryview(buf)[have:])
+            except BaseException:
+                self._recycle(buf, callers=1)
+                raise
+        finally:
+            self.memory.release(end - start)
         if prefix is not None:
             buf[:have] = prefix
         self.cache.put(bid, buf)
 
-    def _recycle(self, buf: bytes | bytearray, callers: int = 2) -> None:
+    def _recycle(self, buf: bytes | bytearray, callers: int = 1) -> None:
         """Keep an evicted full-size buffer for reuse: a fresh 4 MiB buffer
         costs a zero-fill and a thousand page faults (half the CPU of a cold
         read). Only if no reader still holds it (a memoryview of it in flight
         to the kernel, a GET still filling it, or a disk write, holds a
         reference), and at most a few. `callers`: the references our callers
-        hold (the LRU's popitem and eviction callback; a failed GET's frame)."""
+        hold (the memory tier's eviction, or a failed GET's frame)."""
         if (
             isinstance(buf, bytearray)
             and len(buf) == self.block_size
             and sys.getrefcount(buf) <= callers + 2  # (+ our argument, getrefcount's own)
-            and len(self.spare) < 4
+            and len(self.spare) < SPARE_BUFFERS
         ):
             self.spare.append(buf)
 
@@ -298,6 +312,7 @@ class Reader:
         self.next_offset = 0
         self.window = 0
         self.prefetched = -1  # highest block number asked for in advance
+        self.consumed_upto = 0  # blocks below this were read through sequentially
         self.gone = trio.Event()  # set on close: queued prefetches are dropped
         self.appendable = appendable
         self.adopted = False  # older versions' blocks checked (on the first read)
@@ -327,8 +342,14 @@ class Reader:
         sequential = self.next_offset - bs <= offset <= self.next_offset + max(self.window, bs)
         self.next_offset = offset + length
         if sequential:
-            self.window = min(self.max_window, self.cache.window_limit(), max(bs, self.window * 2))
+            # The first window already covers two blocks: a file read from its
+            # start is most often read whole, and the first block's GET alone
+            # would leave the pipe half empty until it arrives.
+            self.window = min(self.max_window, self.cache.window_limit(), max(2 * bs, self.window * 2))
             self._prefetch_ahead(last, offset + length)
+            for n in range(max(0, self.consumed_upto), first):
+                self.cache.consumed(self.key, self.etag, n)
+            self.consumed_upto = max(self.consumed_upto, first)
         else:
             self.window = 0
             if not any(self.cache.cached(self.key, self.etag, n) for n in range(first, last + 1)):

@@ -28,6 +28,7 @@ import os
 import re
 import struct
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -43,7 +44,7 @@ ALLOC = 4096  # what a file costs on disk is rounded up to this (what du counts)
 SLACK = 64 * 1024  # room kept for the directory itself and the lock file
 DEFAULT_FRACTION = 0.10  # of the free space, when no cap is given
 DEFAULT_CEILING = 16 * 1024**3
-PENDING_WRITES = 4  # blocks queued for writing at most (their memory is beyond the memory budget)
+PENDING_WRITES = 2  # blocks queued for writing at most (their memory is beyond the memory budget)
 WRITABLE_WAIT = 5.0  # seconds a fetch waits for the disk to catch up before its block skips the disk
 ETAG_RE = re.compile(r"[0-9a-f]{32}(-[0-9]+)?")
 NAME_RE = re.compile(r"([0-9a-f]{40})\.([0-9a-f]{32}(?:-[0-9]+)?)\.([0-9]+)\.blk")
@@ -96,6 +97,7 @@ class DiskCache(DataCache):
         self._written = trio.Event()  # set whenever queued writes were done
         self._unsettled: collections.Counter[Entry] = collections.Counter()  # entries whose file is not in place yet
         self._readers = trio.CapacityLimiter(4)
+        self.on_room: Callable[[], None] = lambda: None  # called when queued writes were done
         self.hits = self.misses = self.bytes_served = self.bytes_written = 0
         self.corrupt = self.evicted = self.skipped = 0
 
@@ -266,6 +268,11 @@ class DiskCache(DataCache):
         self._pending_writes += 1
         self._queue("write", (entry, self._name(bid[0]), data))
 
+    @property
+    def behind(self) -> bool:
+        """Whether a `put` now would be dropped because writes are queued up."""
+        return self._pending_writes >= PENDING_WRITES
+
     def _settled_event(self) -> trio.Event:
         """Set when the worker finishes its current batch."""
         if self._written.is_set():
@@ -361,6 +368,7 @@ class DiskCache(DataCache):
                         self.bytes_written += nbytes
                     elif entry in self._lru:
                         self._unindex(entry)  # the write failed (disk full?): no such block
+                self.on_room()  # (may queue more writes: this loop goes on with them)
             self._idle.set()
 
     async def drain(self) -> None:

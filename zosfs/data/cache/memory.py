@@ -4,29 +4,18 @@ Evicted full-size buffers go to a recycler (the fetcher reuses them for the
 next GETs: a fresh buffer costs a zero-fill and page faults). A per-object
 index of the blocks held lets the read path find older versions of an
 object (to reuse the prefix of an appended object, or to drop them).
+A block a sequential reader has read past can be demoted to the cold end:
+the kernel's page cache and the disk tier hold it now, and the memory is
+better spent on blocks fetched ahead and not yet read.
 """
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable
 from typing import Any
 
-import cachetools
-
 from zosfs.data.cache.base import Block, BlockId, DataCache
-
-
-class _LRU(cachetools.LRUCache):
-    """The LRU of blocks, telling its owner what it evicts."""
-
-    def __init__(self, maxsize: int, evicted: Callable[[BlockId, Block], None]) -> None:
-        super().__init__(maxsize, getsizeof=len)
-        self._evicted = evicted
-
-    def popitem(self) -> tuple[BlockId, Block]:
-        key, value = super().popitem()
-        self._evicted(key, value)
-        return key, value
 
 
 class MemoryCache(DataCache):
@@ -34,12 +23,26 @@ class MemoryCache(DataCache):
 
     def __init__(self, budget: int, recycle: Callable[[Block], None] = lambda _: None) -> None:
         self._recycle = recycle
-        self.blocks = _LRU(budget, self._evicted)
+        self._cap = budget
+        self._used = 0
+        self._reserved = 0  # bytes of blocks on their way (GETs in flight), held to the same budget
+        # Least recently used first; `demote` moves a block to the front.
+        self.blocks: collections.OrderedDict[BlockId, Block] = collections.OrderedDict()
         self._index: dict[str, dict[str, set[int]]] = {}  # key -> etag -> block indexes
 
-    def _evicted(self, bid: BlockId, data: Block) -> None:
+    def _make_room(self, nbytes: int) -> None:
+        while self.blocks and self._used + self._reserved + nbytes > self._cap:
+            bid, data = self.blocks.popitem(last=False)
+            self._used -= len(data)
+            self._unindex(bid)
+            self._recycle(data)  # (our `data` is the one reference the recycler is told of)
+
+    def _pop(self, bid: BlockId) -> Block | None:
+        data = self.blocks.pop(bid, None)
+        if data is not None:
+            self._used -= len(data)
         self._unindex(bid)
-        self._recycle(data)
+        return data
 
     def _unindex(self, bid: BlockId) -> None:
         key, etag, n = bid
@@ -57,25 +60,47 @@ class MemoryCache(DataCache):
 
     def peek(self, bid: BlockId) -> Block | None:
         """The block if held (marks it recently used); no await needed."""
-        return self.blocks.get(bid)
+        data = self.blocks.get(bid)
+        if data is not None:
+            self.blocks.move_to_end(bid)
+        return data
 
     async def get(self, bid: BlockId) -> Block | None:
-        return self.blocks.get(bid)
+        return self.peek(bid)
 
     def put(self, bid: BlockId, data: Block) -> None:
-        if len(data) > self.blocks.maxsize:
+        if len(data) > self._cap:
             return
+        old = self._pop(bid)
+        del old
+        self._make_room(len(data))
         self.blocks[bid] = data
+        self._used += len(data)
         self._index.setdefault(bid[0], {}).setdefault(bid[1], set()).add(bid[2])
+
+    def reserve(self, nbytes: int) -> None:
+        """Make room now for a block about to be fetched (`release` when it
+        arrives or fails): blocks held plus blocks in flight stay within the
+        budget, least recently used (and demoted) blocks going first."""
+        self._make_room(nbytes)
+        self._reserved += nbytes
+
+    def release(self, nbytes: int) -> None:
+        self._reserved -= nbytes
+
+    def demote(self, bid: BlockId) -> None:
+        """Make a block the first to go when room is needed (it was read
+        through and is unlikely to be wanted from memory again soon)."""
+        if bid in self.blocks:
+            self.blocks.move_to_end(bid, last=False)
 
     def forget(self, key: str, etag: str | None = None) -> int:
         versions = self._index.get(key, {})
         dropped = 0
         for e in [etag] if etag is not None else list(versions):
             for n in list(versions.get(e, ())):
-                if self.blocks.pop((key, e, n), None) is not None:
+                if self._pop((key, e, n)) is not None:
                     dropped += 1
-                self._unindex((key, e, n))
         return dropped
 
     def etags(self, key: str) -> dict[str, list[tuple[int, int]]]:
@@ -86,18 +111,17 @@ class MemoryCache(DataCache):
 
     def rename(self, key: str, old_etag: str, new_etag: str) -> None:
         for n in sorted(self._index.get(key, {}).get(old_etag, ())):
-            data = self.blocks.pop((key, old_etag, n), None)
-            self._unindex((key, old_etag, n))
+            data = self._pop((key, old_etag, n))
             if data is not None:
                 self.put((key, new_etag, n), data)
 
     @property
     def size(self) -> int:
-        return int(self.blocks.currsize)
+        return self._used
 
     @property
     def cap(self) -> int:
-        return int(self.blocks.maxsize)
+        return self._cap
 
     def stats(self) -> dict[str, Any]:
         return {"bytes": self.size, "blocks": len(self.blocks)}
