@@ -86,7 +86,7 @@ def _dispatch(args: list[str]) -> int:
 
 
 def _source(text: str):  # type: ignore[no-untyped-def]
-    from zosfs.daemon import Source
+    from zosfs.source import Source
 
     try:
         return Source.parse(text)
@@ -281,7 +281,8 @@ def mount(argv: list[str]) -> int:
     source = _source(a.source)
     creds = _credentials(opts, source.bucket)
 
-    from zosfs.daemon import MountError, check_mountpoint, log_destination, setup_logging
+    from zosfs.host import MountError, check_mountpoint
+    from zosfs.logs import log_destination, setup_logging
 
     setup_logging(opts, source, foreground=True, secrets=[creds.secret_key])
     try:
@@ -318,7 +319,9 @@ class ReadyPipe:
 def _serve(opts, source, mountpoint, creds, *, foreground: bool, pipe: ReadyPipe | None) -> int:  # type: ignore[no-untyped-def]
     import trio
 
-    from zosfs.daemon import Mount, MountError, setup_logging
+    from zosfs.daemon import Mount
+    from zosfs.host import MountError
+    from zosfs.logs import setup_logging
     from zosfs.zos import ZosError
 
     where = setup_logging(opts, source, foreground=foreground, secrets=[creds.secret_key])

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from zosfs.daemon import LOG_FILE_BACKUPS, LOG_FILE_SIZE, SYSLOG_ENV, Source, log_destination, setup_logging
+from zosfs.logs import LOG_FILE_BACKUPS, LOG_FILE_SIZE, SYSLOG_ENV, log_destination, setup_logging
+from zosfs.source import Source
 from zosfs.options import build, split_o
 
 
