@@ -3,6 +3,7 @@
     zosfs BUCKET[:/PREFIX] MOUNTPOINT [-o OPT[,OPT...]] [-f]   mount (mount(8) calls it this way)
     zosfs check BUCKET[:/PREFIX] [-o OPT...]                   test the connection and the bucket
     zosfs stats MOUNTPOINT [--json]                            live numbers of a running mount
+    zosfs cache [--drop] PATH...                               what the block caches hold of files (or drop it)
     zosfs --version | --help
 
 Errors are one line on stderr and a non-zero exit status: 2 for bad usage or
@@ -19,12 +20,13 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from zosfs import __version__
-from zosfs.options import OptionError, Options, build, markdown_table, split_o
+from zosfs.options import OptionError, Options, build, plain_text, split_o
 
 USAGE = """\
 usage: zosfs BUCKET[:/PREFIX] MOUNTPOINT [-o OPT[,OPT...]] [-f] [-d]
        zosfs check BUCKET[:/PREFIX] [-o OPT[,OPT...]]
        zosfs stats MOUNTPOINT [--json]
+       zosfs cache [--drop] PATH...
        zosfs --version
 """
 
@@ -50,12 +52,20 @@ def _options(raw: list[str] | None) -> Options:
 def _help() -> str:
     return (
         f"zosfs {__version__}: mount a ZOS (S3-compatible) bucket as a filesystem.\n\n{USAGE}\n"
-        "options (-o name=value, comma-separated):\n\n" + markdown_table() + "\n"
+        "options (-o name=value, comma-separated; flags: -o name):\n\n" + plain_text() + "\n"
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+    """The `zosfs` command; returns its exit status."""
+    try:
+        return _dispatch(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:  # `zosfs --help | head`: the reader has gone, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _dispatch(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(_help())
         return 0 if args else 2
@@ -66,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check(args[1:])
     if args[0] == "stats":
         return stats(args[1:])
+    if args[0] == "cache":
+        return cache(args[1:])
     return mount(args)
 
 
@@ -126,11 +138,20 @@ def stats(argv: list[str]) -> int:
     if a.json:
         print(json.dumps(data, indent=2))
         return 0
-    print(f"zosfs {data['version']}  {data['source']} on {data['mountpoint']}  up {data['uptime']:.0f} s")
+    print(f"zosfs {data['version']}  {data['source']} on {data['mountpoint']}  up {data['uptime']:.0f} s  pid {data['pid']}")
     print(f"memory {data['memory_rss'] / 2**20:.1f} MiB   inodes {data['inodes']}   open files {data['open_files']}")
+    if data.get("log"):
+        print(f"log {data['log']}")
     c = data["cache"]
     ratio = f"{c['hit_ratio']:.1%}" if c["hit_ratio"] is not None else "-"
     print(f"cache {c['bytes'] / 2**20:.1f} / {c['budget'] / 2**20:.0f} MiB   hit ratio {ratio}")
+    d = data.get("disk_cache", {})
+    if d.get("enabled"):
+        ratio = f"{d['hit_ratio']:.1%}" if d["hit_ratio"] is not None else "-"
+        print(f"disk cache {d['bytes'] / 2**20:.1f} / {d['cap'] / 2**20:.0f} MiB   hit ratio {ratio}   "
+              f"served {d['bytes_served'] / 2**20:.1f} MiB   in {d['directory']}")
+    else:
+        print(f"disk cache off: {d.get('reason', '-')}")
     print(f"dirty {data['dirty_bytes'] / 2**20:.1f} MiB   uploads in flight {len(data['uploads'])}")
     for u in data["uploads"]:
         done = u["uploaded"] / u["size"] if u["size"] else 1.0
@@ -140,6 +161,29 @@ def stats(argv: list[str]) -> int:
         avg = s["seconds"] / s["count"] * 1000 if s["count"] else 0
         print(f"{op:28} {s['count']:>8} {s['errors']:>7} {avg:>8.1f} {s['max_seconds'] * 1000:>8.1f} {s['bytes'] / 2**20:>9.1f}")
     return 0
+
+
+def cache(argv: list[str]) -> int:
+    """Show (or with --drop, drop) the cached blocks of files; directories recursively."""
+    p = _Parser(prog="zosfs cache", add_help=False)
+    p.add_argument("--drop", action="store_true")
+    p.add_argument("paths", nargs="+")
+    a = p.parse_args(argv)
+    status = 0
+    for top in a.paths:
+        files = [top] if not os.path.isdir(top) else [os.path.join(d, f) for d, _, fs in os.walk(top) for f in sorted(fs)]
+        for path in files:
+            try:
+                if a.drop:
+                    os.setxattr(path, "user.zosfs.cache", b"drop")
+                info = json.loads(os.getxattr(path, "user.zosfs.cache"))
+            except OSError as err:
+                print(f"zosfs: {path}: not on a running zosfs mount ({err.strerror})", file=sys.stderr)
+                status = 1
+                continue
+            print(f"{path}: memory {info['memory_bytes']} bytes in {info['memory_blocks']} blocks, "
+                  f"disk {info['disk_bytes']} bytes in {info['disk_blocks']} blocks")
+    return status
 
 
 def mount(argv: list[str]) -> int:
@@ -162,59 +206,88 @@ def mount(argv: list[str]) -> int:
     source = _source(a.source)
     creds = _credentials(opts, source.bucket)
 
-    from zosfs.daemon import MountError, check_mountpoint, setup_logging
+    from zosfs.daemon import MountError, check_mountpoint, log_destination, setup_logging
 
-    setup_logging(opts, foreground=True, secrets=[creds.secret_key])
+    setup_logging(opts, source, foreground=True, secrets=[creds.secret_key])
     try:
-        check_mountpoint(a.mountpoint)
+        warnings = check_mountpoint(a.mountpoint)
     except MountError as err:
         fail(str(err))
+    for text in warnings:
+        print(f"zosfs: warning: {text}", file=sys.stderr)
     if a.foreground:
-        return _serve(opts, source, a.mountpoint, creds, foreground=True, ready_fd=None)
-    return _daemonize(opts, source, a.mountpoint, creds)
+        return _serve(opts, source, a.mountpoint, creds, foreground=True, pipe=None)
+    where = log_destination(opts, source, foreground=False)
+    if where != "syslog" and not opts.log_file:
+        print(f"zosfs: no syslog socket here: the daemon logs to {where}", file=sys.stderr)
+    return _daemonize(opts, source, a.mountpoint, creds, where)
 
 
-def _serve(opts, source, mountpoint, creds, *, foreground: bool, ready_fd: int | None) -> int:  # type: ignore[no-untyped-def]
+class ReadyPipe:
+    """The background daemon's line to the command that started it: warnings,
+    then "ok" once the mount answers or "err:" with why it failed. One
+    message per line; closed after the last."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = fd
+
+    def send(self, kind: str, text: str = "") -> None:
+        if self.fd is None:
+            return
+        os.write(self.fd, f"{kind}:{text.replace(chr(10), ' ')}\n".encode())
+        if kind in ("ok", "err"):
+            os.close(self.fd)
+            self.fd = None
+
+
+def _serve(opts, source, mountpoint, creds, *, foreground: bool, pipe: ReadyPipe | None) -> int:  # type: ignore[no-untyped-def]
     import trio
 
     from zosfs.daemon import Mount, MountError, setup_logging
     from zosfs.zos import ZosError
 
-    setup_logging(opts, foreground=foreground, secrets=[creds.secret_key])
-    m = Mount(opts, source, mountpoint, creds)
+    where = setup_logging(opts, source, foreground=foreground, secrets=[creds.secret_key])
+    m = Mount(opts, source, mountpoint, creds, log_where=where)
 
     def ready() -> None:
-        if ready_fd is not None:
-            os.write(ready_fd, b"ok")
-            os.close(ready_fd)
+        if pipe is not None:
+            pipe.send("ok")
+
+    def warn(text: str) -> None:
+        if pipe is not None:
+            pipe.send("warn", text)
+        elif where != "stderr":  # in the foreground with log_file: the terminal hears it too
+            print(f"zosfs: warning: {text}", file=sys.stderr)
 
     try:
-        return trio.run(m.run, ready)
+        return trio.run(m.run, ready, warn)
     except (ZosError, MountError) as err:
         message = err.message if isinstance(err, ZosError) else str(err)
-        if ready_fd is not None:
-            os.write(ready_fd, b"err:" + message.encode())
-            os.close(ready_fd)
+        if pipe is not None:
+            pipe.send("err", message)
             return 1
         fail(message)
 
 
-def _daemonize(opts, source, mountpoint, creds) -> int:  # type: ignore[no-untyped-def]
-    """Fork; the parent returns once the mount answers (or reports why not)."""
+def _daemonize(opts, source, mountpoint, creds, log_where: str) -> int:  # type: ignore[no-untyped-def]
+    """Fork; the parent returns once the mount answers (or reports why not),
+    printing the daemon's warnings on the way."""
     mountpoint = os.path.abspath(mountpoint)
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid:
         os.close(write_end)
-        chunks = []
-        while chunk := os.read(read_end, 4096):
-            chunks.append(chunk)
-        message = b"".join(chunks)
-        if message == b"ok":
-            return 0
-        if message.startswith(b"err:"):
-            fail(message[4:].decode(errors="replace"))
-        fail("the mount daemon exited before the mount was ready (see the system log)")
+        with os.fdopen(read_end, "rb") as messages:
+            for raw in messages:
+                kind, _, text = raw.decode(errors="replace").rstrip("\n").partition(":")
+                if kind == "warn":
+                    print(f"zosfs: warning: {text}", file=sys.stderr)
+                elif kind == "ok":
+                    return 0
+                elif kind == "err":
+                    fail(text)
+        where = "the system log" if log_where == "syslog" else log_where
+        fail(f"the mount daemon exited before the mount was ready (see {where})")
     os.close(read_end)
     os.setsid()
     os.chdir("/")
@@ -222,7 +295,7 @@ def _daemonize(opts, source, mountpoint, creds) -> int:  # type: ignore[no-untyp
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     try:
-        status = _serve(opts, source, mountpoint, creds, foreground=False, ready_fd=write_end)
+        status = _serve(opts, source, mountpoint, creds, foreground=False, pipe=ReadyPipe(write_end))
     except BaseException:
         os._exit(1)
     os._exit(status)

@@ -30,6 +30,7 @@ import trio
 
 from zosfs import __version__
 from zosfs.credentials import Credentials
+from zosfs.data.cache.disk import open_disk_cache
 from zosfs.data.read import BlockCache
 from zosfs.data.recovery import recover
 from zosfs.data.staging import Staging
@@ -39,7 +40,8 @@ from zosfs.namespace.metacache import MetaCache
 from zosfs.namespace.tree import Namespace
 from zosfs.options import Options
 from zosfs.xattrs import Xattrs
-from zosfs.zos import ClientConfig, RequestStats, ZosClient, probe
+from zosfs.zos import ClientConfig, RequestStats, ZosClient, ZosError, probe
+from zosfs.zos.probe import prefix_is_empty
 
 log = logging.getLogger("zosfs")
 
@@ -89,27 +91,65 @@ class RedactFilter(logging.Filter):
         return True
 
 
-def setup_logging(opts: Options, foreground: bool, secrets: list[str]) -> None:
-    """stderr in the foreground, syslog (the journal) in the background,
-    or `log_file` if given."""
+SYSLOG_ENV = "ZOSFS_SYSLOG_SOCKET"  # where the syslog socket is; unset: /dev/log
+LOG_FILE_SIZE = 4 * 2**20  # a log zosfs writes on its own rotates at this size...
+LOG_FILE_BACKUPS = 3  # ...keeping this many older files (16 MiB at most in all)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def state_name(opts: Options, source: Source) -> str:
+    """One mount's name for its files (metadata cache, staging, log): the
+    bucket, and a hash that tells apart endpoints and prefixes."""
+    ident = f"{opts.endpoint}|{source.bucket}|{source.prefix}"
+    return f"{source.bucket}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
+
+
+def syslog_socket() -> str:
+    return os.environ.get(SYSLOG_ENV) or "/dev/log"
+
+
+def log_destination(opts: Options, source: Source, foreground: bool) -> str:
+    """Where the mount's log goes: a file path, "stderr", or "syslog".
+
+    A background mount on a machine without a syslog socket (containers,
+    minimal VMs) has no stderr either, so it logs to a size-rotated file in
+    the cache directory rather than nowhere."""
+    if opts.log_file:
+        return opts.log_file
+    if foreground:
+        return "stderr"
+    if os.path.exists(syslog_socket()):
+        return "syslog"
+    return os.path.join(opts.cache_dir, "log", state_name(opts, source) + ".log")
+
+
+def setup_logging(opts: Options, source: Source, foreground: bool, secrets: list[str]) -> str:
+    """Send the log to `log_destination` and return it."""
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
-    if opts.log_file:
-        handler: logging.Handler = logging.FileHandler(opts.log_file)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    elif foreground or not os.path.exists("/dev/log"):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    else:
-        handler = logging.handlers.SysLogHandler(address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+    where = log_destination(opts, source, foreground)
+    handler: logging.Handler
+    if where == "syslog":
+        handler = logging.handlers.SysLogHandler(address=syslog_socket(), facility=logging.handlers.SysLogHandler.LOG_DAEMON)
         handler.setFormatter(logging.Formatter("zosfs[%(process)d]: %(levelname)s %(name)s: %(message)s"))
+    elif where == "stderr":
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    elif where == opts.log_file:
+        handler = logging.FileHandler(where)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    else:
+        os.makedirs(os.path.dirname(where), mode=0o700, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(where, maxBytes=LOG_FILE_SIZE, backupCount=LOG_FILE_BACKUPS)
+        handler.setFormatter(logging.Formatter("%(asctime)s zosfs[%(process)d] %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactFilter(secrets))
     root.addHandler(handler)
     root.setLevel(opts.log_level.upper())
     # Third-party debug logs carry request details we do not want in logs.
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    return where
 
 
 # -- systemd -------------------------------------------------------------------------
@@ -151,13 +191,16 @@ def mount_type(mountpoint: str) -> str | None:
     return found
 
 
-def check_mountpoint(mountpoint: str) -> None:
+def check_mountpoint(mountpoint: str) -> list[str]:
     """Refuse a mount point that cannot work; clean up one left by a crash.
+    Returns warnings (one line each) about a mount point that works but
+    hides something.
 
     A FUSE mount whose daemon died still answers stat() from the kernel's
     attribute cache, so liveness is tested with statfs, which always asks the
     daemon (and fails with ENOTCONN when there is none).
     """
+    warnings: list[str] = []
     kind = mount_type(mountpoint)
     if kind is not None and kind.startswith("fuse"):
         try:
@@ -177,6 +220,14 @@ def check_mountpoint(mountpoint: str) -> None:
         raise MountError(f"mount point {mountpoint}: {err.strerror}") from None
     if not stat.S_ISDIR(st.st_mode):
         raise MountError(f"mount point {mountpoint} is not a directory")
+    try:
+        hidden = len(os.listdir(mountpoint))
+    except OSError:
+        hidden = 0
+    if hidden:
+        warnings.append(f"mount point {mountpoint} is not empty: its {hidden} entr{'y is' if hidden == 1 else 'ies are'} "
+                        "hidden while the bucket is mounted over it")
+    return warnings
 
 
 def set_read_ahead(dev: int) -> None:
@@ -246,17 +297,35 @@ def rss_bytes() -> int:
 
 # -- the mount ---------------------------------------------------------------------------
 
+# Answers that are part of normal work, not failures, so `zosfs stats` does not
+# count them as errors: a bucket feature that is not configured (no tags, no
+# object lock) for any request, and "no such object" for a lookup.
+NOT_FAILURES = frozenset({"NoSuchTagSet", "NoSuchTagSetError", "NoSuchObjectLockConfiguration",
+                          "ObjectLockConfigurationNotFoundError"})
+LOOKUP_MISSES = frozenset({"NotFound", "NoSuchKey"})
+
+
+class MountRequests(RequestStats):
+    """The mount's request counts, with expected answers not counted as errors."""
+
+    def __call__(self, op: str, seconds: float, error: str | None, nbytes: int) -> None:
+        if error in NOT_FAILURES or (op == "HeadObject" and error in LOOKUP_MISSES):
+            error = None
+        super().__call__(op, seconds, error, nbytes)
+
 
 class Mount:
-    def __init__(self, opts: Options, source: Source, mountpoint: str, creds: Credentials) -> None:
+    def __init__(self, opts: Options, source: Source, mountpoint: str, creds: Credentials, log_where: str = "") -> None:
         self.opts = opts
         self.source = source
         self.mountpoint = os.path.abspath(mountpoint)
         self.creds = creds
-        self.requests = RequestStats()
+        self.log_where = log_where  # what setup_logging chose, shown by `zosfs stats`
+        self.requests = MountRequests()
         self.started = time.time()
         self.ops: Operations | None = None
         self.stopping = False
+        self.disk_note = ""  # why the mount has no disk cache
 
     def client_config(self) -> ClientConfig:
         o = self.opts
@@ -274,29 +343,33 @@ class Mount:
             max_attempts=o.retries,
             append_position_header=o.append_header,
             verify_tls=not o.no_verify_ssl,
+            list_api=o.list_api,
         )
 
-    def _state_name(self) -> str:
-        ident = f"{self.opts.endpoint}|{self.source.bucket}|{self.source.prefix}"
-        return f"{self.source.bucket}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
-
-    async def run(self, on_ready: Callable[[], None]) -> int:
+    async def run(self, on_ready: Callable[[], None], on_warning: Callable[[str], None] | None = None) -> int:
         """Mount, serve until unmounted or signalled, then flush and unmount.
-        Raises MountError or ZosError for failures before the mount is ready."""
+        Raises MountError or ZosError for failures before the mount is ready.
+        `on_warning` receives the warnings found while mounting, besides the
+        log (the parent of a background mount prints them on its stderr)."""
         opts = self.opts
         async with ZosClient(self.client_config(), observer=self.requests) as zos:
             caps = await probe(zos)
-            log.info("zosfs %s: %s at %s; versioning %s, object lock %s, append %s",
+            log.info("zosfs %s: %s at %s; versioning %s, object lock %s, append %s, listing with %s",
                      __version__, self.source, opts.endpoint, caps.versioning or "off",
-                     "on" if caps.object_lock else "off", "available" if caps.append else "unavailable")
-            state = self._state_name()
+                     "on" if caps.object_lock else "off", "available" if caps.append else "unavailable",
+                     caps.describe_listing())
+            await self._check_prefix(zos, on_warning)
+            state = state_name(opts, self.source)
             metacache = MetaCache(os.path.join(opts.cache_dir, "meta", state + ".sqlite"))
             staging = Staging(os.path.join(opts.staging_dir, state), opts.staging_size)
             if staging.exclusive:
                 await recover(zos, staging)  # what a daemon that stopped left behind
             ns = Namespace(zos, opts, self.source.prefix, metacache)
             ns.object_lock = caps.object_lock
-            reads = BlockCache(zos, opts.cache_size, opts.block_size)
+            disk, self.disk_note = await trio.to_thread.run_sync(
+                open_disk_cache, os.path.join(opts.disk_cache, state), opts.disk_cache_size,
+                f"{opts.endpoint}|{self.source.bucket}")
+            reads = BlockCache(zos, opts.cache_size, opts.block_size, disk, opts.prefetch_whole)
             writes = WritePath(ns, zos, staging, opts, caps.append)
             xattrs = Xattrs(ns, writes, opts.bypass_governance)
             self.ops = ops = Operations(ns, reads, writes, xattrs, opts, self.stats)
@@ -321,20 +394,42 @@ class Mount:
                     nursery.start_soon(self._announce, on_ready)
                     nursery.start_soon(self._signals, writes)
                     nursery.start_soon(ns.deletes.run)
+                    if disk is not None:
+                        nursery.start_soon(disk.run)
                     await pyfuse3.main()
                     unmounted_by_kernel = not self.stopping
                     failed = await writes.flush_all(trio.current_time() + opts.flush_timeout)
                     with trio.move_on_after(opts.flush_timeout):
                         await ns.deletes.settle()  # queued deletes reach the server before exit
+                    if disk is not None:
+                        with trio.move_on_after(10):
+                            await disk.drain()  # blocks fetched last are on disk for the next mount
                     nursery.cancel_scope.cancel()
                 if failed:
                     log.error("%d file(s) could not be uploaded before unmount; their data is in %s",
                               len(failed), staging.directory)
             finally:
                 metacache.close()
+                if disk is not None:
+                    disk.close()
                 pyfuse3.close(unmount=not unmounted_by_kernel)
             log.info("unmounted %s", self.mountpoint)
             return 0
+
+    async def _check_prefix(self, zos: ZosClient, on_warning: Callable[[str], None] | None) -> None:
+        """Warn about a prefix that holds nothing: a typo mounts an empty
+        directory that silently fills a new prefix."""
+        try:
+            empty = await prefix_is_empty(zos, self.source.prefix)
+        except ZosError as err:  # listing may be denied where reading is not
+            log.debug("cannot check prefix %r: %s", self.source.prefix, err)
+            return
+        if empty:
+            text = (f"prefix {self.source.prefix!r} of bucket {self.source.bucket!r} holds no objects yet: "
+                    "the mount starts empty (check the spelling)")
+            log.warning("%s", text)
+            if on_warning is not None:
+                on_warning(text)
 
     async def _announce(self, on_ready: Callable[[], None]) -> None:
         """Ready only when the mount answers (a stat through FUSE succeeds)."""
@@ -375,16 +470,19 @@ class Mount:
         lookups = reads.hits + reads.misses
         return {
             "version": __version__,
+            "pid": os.getpid(),
             "source": str(self.source),
             "mountpoint": self.mountpoint,
             "uptime": round(time.time() - self.started, 1),
             "requests": self.requests.snapshot(),
             "cache": {"bytes": reads.size, "budget": self.opts.cache_size, "hits": reads.hits,
                       "misses": reads.misses, "hit_ratio": round(reads.hits / lookups, 3) if lookups else None},
+            "disk_cache": reads.disk.stats() if self.disk_note == "" else {"enabled": False, "reason": self.disk_note},
             "dirty_bytes": writes.dirty_bytes(),
             "staging_reserved": writes.staging.used,
             "uploads": uploads,
             "inodes": len(ns.table.by_ino),
             "open_files": len(ops.files),
             "memory_rss": rss_bytes(),
+            "log": self.log_where,
         }

@@ -24,6 +24,7 @@ import pyfuse3
 from zosfs.data.read import BlockCache, Reader, same_data
 from zosfs.data.write import WritePath
 from zosfs.fserror import FsError
+from zosfs.limits import MAX_FILE_SIZE, within_max_size
 from zosfs.namespace import names
 from zosfs.namespace.inodes import Inode
 from zosfs.namespace.listing import Listing
@@ -35,8 +36,12 @@ from zosfs.zos import ZosError
 log = logging.getLogger(__name__)
 
 STATS_XATTR = b"user.zosfs.stats"
-# Asked for by ls, cp and the kernel on every file; never stored by us.
-NO_XATTR_PREFIXES = (b"security.", b"system.posix_acl_", b"trusted.")
+CACHE_XATTR = b"user.zosfs.cache"  # a file's cached blocks (JSON); set to "drop" to drop them
+# Asked for by ls -l (selinux, the POSIX ACLs) and the kernel (capability, on
+# every write) on every file; never stored (see zosfs/xattrs.py), so answered
+# here at once, without looking at the inode.
+NO_XATTR_NAMES = frozenset({b"security.capability", b"security.selinux"})
+NO_XATTR_PREFIXES = (b"system.",)
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -152,11 +157,13 @@ class Operations(pyfuse3.Operations):
         e.st_ctime_ns = a.ctime_ns
         return e
 
-    def negative_entry(self) -> pyfuse3.EntryAttributes:
-        """"No such name", cached by the kernel for negative_timeout."""
+    def negative_entry(self, timeout: float) -> pyfuse3.EntryAttributes:
+        """"No such name", cached by the kernel for `timeout` seconds: what is
+        left of zosfs's own negative answer, so that the kernel's negative
+        dentry never outlives it (a file made elsewhere would stay hidden)."""
         e = pyfuse3.EntryAttributes()
         e.st_ino = 0
-        e.entry_timeout = self.opts.negative_timeout
+        e.entry_timeout = timeout
         return e
 
     # -- names ----------------------------------------------------------------------
@@ -165,11 +172,12 @@ class Operations(pyfuse3.Operations):
     async def lookup(self, parent_ino: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self._check_fault("lookup")
         parent = self.ns.get(parent_ino)
+        text = names.from_fuse(name)
         try:
-            inode = await self.ns.lookup(parent, names.from_fuse(name))
+            inode = await self.ns.lookup(parent, text)
         except FsError as err:
             if err.errno == errno.ENOENT:
-                return self.negative_entry()
+                return self.negative_entry(self.ns.negative_ttl(parent, text))
             raise
         inode.lookups += 1
         return self.entry(inode)
@@ -194,6 +202,8 @@ class Operations(pyfuse3.Operations):
         if fields.update_size:
             if inode.is_dir:
                 raise FsError(errno.EISDIR)
+            if attr.st_size > MAX_FILE_SIZE:
+                raise FsError(errno.EFBIG, f"{attr.st_size} bytes: an object holds at most {MAX_FILE_SIZE} (5 TiB)")
             await self.ns.check_unlocked(inode, "truncating")
             await self.writes.truncate(inode, attr.st_size)
         a = inode.attrs
@@ -375,13 +385,14 @@ class Operations(pyfuse3.Operations):
         if reader is None or reader.key != key or reader.etag != handle.etag:
             if reader is not None:
                 reader.close()
-            reader = handle.reader = Reader(self.reads, key, handle.etag, handle.size, self.opts.readahead)
+            reader = handle.reader = Reader(self.reads, key, handle.etag, handle.size, self.opts.readahead,
+                                            inode.appendable)
         return await reader.read(off, size)
 
     @handler
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         self._check_fault("write")
-        return await self.writes.write(self.files[fh].inode, off, buf)
+        return await self.writes.write(self.files[fh].inode, off, within_max_size(off, buf))
 
     @handler
     async def flush(self, fh: int) -> None:
@@ -478,25 +489,33 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def getxattr(self, ino: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        if name.startswith(NO_XATTR_PREFIXES):
+        if name in NO_XATTR_NAMES or name.startswith(NO_XATTR_PREFIXES):
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)  # directly: ls -l asks twice per file
         if name == STATS_XATTR and ino == pyfuse3.ROOT_INODE:
             return json.dumps(self.stats(), separators=(",", ":")).encode()
+        if name == CACHE_XATTR:
+            return json.dumps(self.reads.describe(self.ns.key(self.ns.get(ino)))).encode()
         return await self.xattrs.get(self.ns.get(ino), _xattr_name(name))
 
     @handler
     async def listxattr(self, ino: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
-        return await self.xattrs.list(self.ns.get(ino))
+        # trusted.* only for root (the kernel lets no one else read them; uid 0
+        # stands for CAP_SYS_ADMIN, which the request does not carry).
+        return await self.xattrs.list(self.ns.get(ino), privileged=ctx.uid == 0)
 
     @handler
     async def setxattr(self, ino: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
-        if name.startswith(NO_XATTR_PREFIXES):
-            raise FsError(errno.ENOTSUP, f"{name.decode(errors='replace')}: only user.* attributes are stored")
+        if name in NO_XATTR_NAMES or name.startswith(NO_XATTR_PREFIXES):
+            # (cp -a sets system.posix_acl_access on every file: ENOTSUP, which it ignores.)
+            raise FsError(errno.ENOTSUP, f"{name.decode(errors='replace')} is not stored (see README: Extended attributes)")
+        if name == CACHE_XATTR and value.strip() == b"drop":
+            self.reads.drop(self.ns.key(self.ns.get(ino)))
+            return
         await self.xattrs.set(self.ns.get(ino), _xattr_name(name), value)
 
     @handler
     async def removexattr(self, ino: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        if name.startswith(NO_XATTR_PREFIXES):
+        if name in NO_XATTR_NAMES or name.startswith(NO_XATTR_PREFIXES):
             raise FsError(pyfuse3.ENOATTR)
         await self.xattrs.remove(self.ns.get(ino), _xattr_name(name))
 

@@ -112,13 +112,16 @@ class Options:
     # Caching of names and attributes
     attr_timeout: float = opt(5.0, "Seconds the kernel and zosfs may reuse file attributes.")
     entry_timeout: float = opt(5.0, "Seconds a name lookup may be reused.")
-    negative_timeout: float = opt(5.0, "Seconds a failed lookup (no such file) may be reused.")
+    negative_timeout: float = opt(1.0, "Seconds a failed lookup (no such file) may be reused, by zosfs and the kernel; then the server is asked again, even while the directory's listing is cached.")
     dir_cache_ttl: float = opt(5.0, "Seconds a directory listing may be reused.")
     cache_dir: str = opt("", "Directory for the persistent metadata cache (and, by default, staging).", shown="`~/.cache/zosfs`")
     # Reading
     cache_size: int = opt(256 * MiB, "Memory budget of the block cache.", parse_size, "256M")
     block_size: int = opt(8 * MiB, "Size of a cached block (one ranged GET).", parse_size, "8M")
     readahead: int = opt(64 * MiB, "Largest prefetch window of a sequential reader.", parse_size, "64M")
+    disk_cache: str = opt("", "Directory of the persistent block cache on disk (behind the memory cache; one subdirectory per mounted source).", shown="`CACHE_DIR/blocks`")
+    disk_cache_size: int = opt(-1, "Hard cap of the disk block cache; `0` turns it off.", parse_size, "10% of the free space, at most 16G")
+    prefetch_whole: int = opt(0, "Files up to this size are fetched whole (into the caches) on their first read; `0`: off.", parse_size, "`0`")
     # Writing
     staging_dir: str = opt("", "Directory for data not yet uploaded.", shown="`CACHE_DIR/staging`")
     staging_size: int = opt(4 * GiB, "Budget of not-yet-uploaded data; writers wait while it is full.", parse_size, "4G")
@@ -134,12 +137,13 @@ class Options:
     bypass_governance: bool = opt(False, "Let the mount's owner shorten or remove GOVERNANCE retention.")
     # Service details
     append_header: str = opt("x-rgw-next-append-position", "Response header that carries the next append position.")
-    connect_timeout: float = opt(10.0, "Seconds to wait for a connection.")
+    list_api: str = opt("auto", "ListObjects version: `v2`, `v1` (marker paging, the one the ZOS SDK manual documents), or `auto`: V2 unless the endpoint shows at mount, or in any answer, that it does not honour it.", parse_choice("auto", "v1", "v2"))
+    connect_timeout: float = opt(10.0, "Seconds to wait for a connection (TLS handshake included), and at mount time for the bucket's first answer.")
     read_timeout: float = opt(60.0, "Seconds to wait for an answer before the request fails or is retried.")
     retries: int = opt(5, "Attempts per idempotent request (with backoff and jitter).", parse_positive_int)
     # Logging
     log_level: str = opt("info", "Log level: debug, info, warning, error.", parse_choice("debug", "info", "warning", "error"))
-    log_file: str = opt("", "Log to this file instead of stderr (foreground) or syslog (background).")
+    log_file: str = opt("", "Log to this file instead of stderr (foreground) or syslog (background; without a syslog socket, `CACHE_DIR/log/BUCKET-HASH.log`, rotated at 4 MiB).")
     config: str = opt("", "Read further `name=value` options from this file (one per line, `#` comments).")
 
     def with_defaults_resolved(self) -> Options:
@@ -152,8 +156,15 @@ class Options:
         if not self.cache_dir:
             base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
             changes["cache_dir"] = os.path.join(base, "zosfs")
+        if not self.disk_cache:
+            changes["disk_cache"] = os.path.join(changes.get("cache_dir", self.cache_dir), "blocks")
         if not self.staging_dir:
             changes["staging_dir"] = os.path.join(changes.get("cache_dir", self.cache_dir), "staging")
+        # A background daemon runs in "/": relative paths must not change meaning.
+        for name in ("cache_dir", "staging_dir", "log_file"):
+            value = changes.get(name, getattr(self, name))
+            if value and not os.path.isabs(value):
+                changes[name] = os.path.abspath(value)
         return dataclasses.replace(self, **changes)
 
 
@@ -245,18 +256,35 @@ def parser(field: dataclasses.Field) -> Callable[[str], Any]:
     return field.metadata["parse"] or _PARSE_BY_TYPE[str(field.type)]
 
 
+def _default_shown(f: dataclasses.Field) -> str:
+    if f.metadata["shown"]:
+        return f.metadata["shown"]
+    if parser(f) is parse_bool:
+        return "off"
+    return f"`{f.default}`" if f.default != "" else "(none)"
+
+
 def markdown_table() -> str:
     """The README's option table."""
     rows = ["| option | default | meaning |", "| --- | --- | --- |"]
     for f in FIELDS.values():
-        if f.metadata["shown"]:
-            default = f.metadata["shown"]
-        elif parser(f) is parse_bool:
-            default = "off"
-        else:
-            default = f"`{f.default}`" if f.default != "" else "(none)"
-        rows.append(f"| `{f.name}` | {default} | {f.metadata['help']} |")
+        rows.append(f"| `{f.name}` | {_default_shown(f)} | {f.metadata['help']} |")
     return "\n".join(rows)
+
+
+def plain_text(width: int = 79) -> str:
+    """The same as `markdown_table`, for a terminal (`zosfs --help`): each
+    option with its default, then its meaning indented below it."""
+    import textwrap
+
+    lines = []
+    for f in FIELDS.values():
+        flag = parser(f) is parse_bool
+        default = _default_shown(f).replace("`", "")
+        default = default if default == "(required)" else f"(default: {default.strip('()')})"
+        lines.append(f"  {f.name}{'' if flag else '=...'}  {default}")
+        lines += textwrap.wrap(f.metadata["help"].replace("`", ""), width, initial_indent=" " * 6, subsequent_indent=" " * 6)
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

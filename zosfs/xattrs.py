@@ -1,6 +1,6 @@
 """Extended attributes: what ZOS knows about an object, as xattrs.
 
-Names (all under `user.`, the only namespace unprivileged tools copy):
+Names:
 
   user.zos.tag.KEY        one object tag each (get, set, remove, list)
   user.zos.acl            the ACL as text: `owner=ID` then one `PERMISSION:TYPE=VALUE`
@@ -13,14 +13,24 @@ Names (all under `user.`, the only namespace unprivileged tools copy):
                           an archived object
   user.zos.etag, user.zos.storage_class, user.zos.version_id, user.zos.object_type
                           read-only facts
-  user.*                  anything else: kept with the object in s3fs's
-                          `x-amz-meta-xattr` header, so cp --preserve=xattr and
-                          rsync -X round-trip
+  user.*, trusted.*, security.*, names without a namespace
+                          anything else: kept with the object in s3fs's
+                          `x-amz-meta-xattr` header (s3fs 1.97 keeps every name
+                          there too), so cp -a, rsync -X and tar --xattrs round-trip
+
+Never stored, and answered without a request (the kernel and ls ask for them
+on every write and every `ls -l`): `security.capability` and
+`security.selinux` (a label that the kernel would act on must not come from
+whoever can write to the bucket), and all of `system.*`: POSIX ACLs
+(`system.posix_acl_*`) would be shown by getfacl but not enforced (see the
+README), and the other `system.*` names are the kernel's own, refused as ext4
+refuses them.
 
 listxattr names the tags, a non-default ACL, retention and legal hold when
-set, and the user attributes; the read-only facts and restore status are
-read by name only, so that copying a file's xattrs (cp, rsync, tar) does not
-copy facts about one object onto another.
+set, and the stored attributes (trusted.* only to root, who alone may read
+them); the read-only facts and restore status are read by name only, so that
+copying a file's xattrs (cp, rsync, tar) does not copy facts about one object
+onto another.
 """
 
 from __future__ import annotations
@@ -51,6 +61,11 @@ MAX_TAG_KEY = 128
 MAX_TAG_VALUE = 256
 TAG_CHARS = re.compile(r"^[\w .:/=+\-@]*$", re.UNICODE)  # S3's allowed tag characters
 MAX_USER_XATTRS = 8 * 1024  # bytes of the encoded x-amz-meta-xattr header
+# Asked by the kernel on every write (capability) and by ls -l on every file
+# (selinux, the ACLs); never stored, so "no such attribute" is always right.
+UNSTORED = frozenset({"security.capability", "security.selinux"})
+UNSTORED_PREFIX = "system."
+TRUSTED_PREFIX = "trusted."
 GRANTEE_TYPES = {"id": "CanonicalUser", "uri": "Group", "email": "AmazonCustomerByEmail"}
 GRANTEE_NAMES = {v: k for k, v in GRANTEE_TYPES.items()}
 PERMISSIONS = ("FULL_CONTROL", "READ", "WRITE", "READ_ACP", "WRITE_ACP")
@@ -182,6 +197,8 @@ class Xattrs:
             return tags[key].encode()
         if name.startswith(PREFIX):
             return (await self._get_zos(inode, name[len(PREFIX):])).encode()
+        if unstored(name):
+            raise FsError(ENOATTR)
         await self._fresh(inode)
         value = decode_xattrs(inode.meta).get(name)
         if value is None:
@@ -191,6 +208,8 @@ class Xattrs:
     async def _get_zos(self, inode: Inode, what: str) -> str:
         if not inode.remote and what in FACTS + ("acl", "retention", "legal_hold", "restore"):
             raise FsError(ENOATTR)
+        if what in ("retention", "legal_hold") and not self.ns.object_lock:
+            raise FsError(ENOATTR)  # the bucket cannot have them; RGW would answer InvalidRequest
         key = self.ns.key(inode)
         if what == "acl":
             acl = await self.ns.acl(inode)
@@ -221,11 +240,14 @@ class Xattrs:
             return "archived, not restored" if info.storage_class == "GLACIER" else "not archived"
         raise FsError(ENOATTR)
 
-    async def list(self, inode: Inode) -> list[bytes]:
+    async def list(self, inode: Inode, privileged: bool = True) -> list[bytes]:
+        """Names to list; trusted.* only for a `privileged` caller (root), as
+        ext4 lists them: the kernel would refuse anyone else reading them."""
         if inode.ino == ROOT_INO:
             return []
         await self._fresh(inode)
-        names = sorted(decode_xattrs(inode.meta))
+        names = sorted(n for n in decode_xattrs(inode.meta)
+                       if not unstored(n) and (privileged or not n.startswith(TRUSTED_PREFIX)))
         if inode.remote:
             names += [TAG_PREFIX + k for k in sorted(await self._tags(inode))]
             acl = await self.ns.acl(inode)
@@ -245,7 +267,7 @@ class Xattrs:
         elif name.startswith(PREFIX):
             await self._set_zos(inode, name[len(PREFIX):], _text(value).strip())
         else:
-            await self._set_user(inode, name, value)
+            await self._set_stored(inode, name, value)
 
     async def remove(self, inode: Inode, name: str) -> None:
         if name.startswith(TAG_PREFIX):
@@ -255,6 +277,8 @@ class Xattrs:
         elif name.startswith(PREFIX):
             raise FsError(errno.EPERM, f"{name} cannot be removed (set it instead)")
         else:
+            if unstored(name):
+                raise FsError(ENOATTR)
             await self._fresh(inode)
             xattrs = decode_xattrs(inode.meta)
             if name not in xattrs:
@@ -345,11 +369,11 @@ class Xattrs:
                 raise FsError(errno.EINVAL, f"the server refused the {what}: {err.message} ({err.code})") from None
             raise
 
-    # -- other user.* attributes (x-amz-meta-xattr) -------------------------------------
+    # -- other attributes, of any namespace (x-amz-meta-xattr) ------------------------------
 
-    async def _set_user(self, inode: Inode, name: str, value: bytes) -> None:
-        if not name.startswith("user."):
-            raise FsError(errno.ENOTSUP, f"only user.* attributes are stored (not {name})")
+    async def _set_stored(self, inode: Inode, name: str, value: bytes) -> None:
+        if unstored(name):
+            raise FsError(errno.ENOTSUP, f"{name} is not stored (see README: Extended attributes)")
         await self._fresh(inode)
         xattrs = decode_xattrs(inode.meta)
         xattrs[name] = value
@@ -360,7 +384,7 @@ class Xattrs:
             raise FsError(errno.ENOTSUP, "the mount's root is not an object and has no attributes")
         meta = encode_xattrs(xattrs, inode.meta)
         if len(meta.get("xattr", "")) > MAX_USER_XATTRS:
-            raise FsError(errno.E2BIG, f"user attributes of one object are limited to {MAX_USER_XATTRS} bytes (encoded)")
+            raise FsError(errno.E2BIG, f"the attributes of one object are limited to {MAX_USER_XATTRS} bytes (encoded)")
         previous, inode.meta = inode.meta, meta
         writer = inode.writer
         if writer is not None and writer.pending:
@@ -373,6 +397,11 @@ class Xattrs:
             raise
         if writer is not None:
             writer.base_etag = inode.etag
+
+
+def unstored(name: str) -> bool:
+    """True for the names zosfs never stores (see the module docstring)."""
+    return name in UNSTORED or name.startswith(UNSTORED_PREFIX)
 
 
 def _text(value: bytes) -> str:

@@ -1,5 +1,5 @@
-"""Run the benchmark: start a local RGW, run each workload with each contender
-in turn, write the results.
+"""Run the benchmark: get the peers (peers.py), start a local RGW, run each
+workload with each contender in turn, write the results.
 
 Contenders run one after another, never at once (two CPU cores are shared
 with RGW, so anything concurrent would measure contention), and every daemon
@@ -30,8 +30,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from tests.bench import report
-from tests.bench.contenders import CONTENDERS, Contender, Endpoint, Mount, Zosfs
+from tests.bench import peers, report
+from tests.bench.contenders import CONTENDERS, DEFAULT, Contender, Endpoint, Mount, Peer, Zosfs
 from tests.bench.context import Context, DataError, Sizes, Sources
 from tests.bench.workloads import Workload, workloads
 from tests.support.rgw import MAIN_USER, REGION, LocalRGW
@@ -50,7 +50,8 @@ METHOD = [
     "Cold: kernel caches dropped (sync; echo 3 > /proc/sys/vm/drop_caches) and a new mount with empty "
     "cache directories. Warm: the same mount reads the file again.",
     "Reads (sequential, random) are of one object put by boto3 (multipart, 8 MiB parts, s3fs metadata), "
-    "the same for every contender; the parallel read reads the four files the contender itself wrote.",
+    "the same for every contender (the 256 MiB read: another such object, the first quarter of the 1 GiB one); "
+    "the parallel read reads the four files the contender itself wrote.",
     "Writes through a mount are 1 MiB write() calls from a tmpfs source; reads are 1 MiB read() calls "
     "(random reads: one pread() each, 4 KiB-aligned offsets from a fixed seed).",
     "ls -l, find: 1 KiB / 256-byte objects with s3fs metadata headers (mode, uid, gid, mtime) and "
@@ -107,7 +108,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     names = [wl.name for wl in workloads(Sizes())]
     p = argparse.ArgumentParser(prog="bash tests/bench/run", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="one run each, small sizes (for development)")
-    p.add_argument("--only", default=",".join(CONTENDERS), help=f"contenders, comma-separated ({','.join(CONTENDERS)})")
+    p.add_argument("--only", default=",".join(DEFAULT),
+                   help=f"contenders, comma-separated (default {','.join(DEFAULT)}; all: {','.join(CONTENDERS)})")
     p.add_argument("--workloads", default=",".join(names), help=f"workloads, comma-separated ({','.join(names)})")
     p.add_argument("--runs", type=int, default=None, help="runs per workload and contender (default 3; 1 with --quick)")
     p.add_argument("--budget", type=float, default=BUDGET_MINUTES,
@@ -202,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("the benchmark needs root (FUSE mounts, dropping the page cache)", file=sys.stderr)
         return 2
+    try:  # first: a peer that cannot be built or installed stops the run before anything starts
+        binaries = peers.binaries(args.only, log)
+    except peers.PeerError as error:
+        print(f"cannot run the benchmark: {error}", file=sys.stderr)
+        return 2
     started_at = datetime.datetime.now()
     stamp = started_at.strftime("%Y%m%d-%H%M%S")
     started = time.monotonic()
@@ -227,8 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"work directory {workdir}; starting the local RGW")
         rgw.start()
         endpoint = Endpoint(rgw.endpoint, MAIN_USER.access_key, MAIN_USER.secret_key, REGION)
-        contenders = [Zosfs(endpoint, workdir, args.zosfs_options) if n == "zosfs" else CONTENDERS[n](endpoint, workdir)
-                      for n in CONTENDERS if n in args.only]
+        contenders = [make(n, endpoint, workdir, args, binaries) for n in CONTENDERS if n in args.only]
         log(f"RGW at {rgw.endpoint}; generating {sizes.big // 2**20} MiB of source data in {srcdir}")
         sources = Sources(srcdir, sizes)
         ctx = Context(endpoint, workdir, sources, sizes, log)
@@ -262,6 +268,17 @@ def main(argv: list[str] | None = None) -> int:
     return 130 if interrupted else 0
 
 
+def make(name: str, endpoint: Endpoint, workdir: Path, args: argparse.Namespace, binaries: dict[str, Path]
+         ) -> Contender:
+    """The contender called `name`, with its binary if it is a peer filesystem."""
+    kind = CONTENDERS[name]
+    if kind is Zosfs:
+        return Zosfs(endpoint, workdir, args.zosfs_options)
+    if issubclass(kind, Peer):
+        return kind(endpoint, workdir, binaries[name])
+    return kind(endpoint, workdir)
+
+
 def write_results(results: Results, args: argparse.Namespace, folder: Path, started_at: datetime.datetime,
                   started: float, load_before: str, workdir: Path, interrupted: bool) -> None:
     """Gather everything into the results folder (daemon logs included, each cut to its last 256 KiB)."""
@@ -271,10 +288,6 @@ def write_results(results: Results, args: argparse.Namespace, folder: Path, star
         contenders[who.name] = {"version": who.version(), "notes": who.notes(),
                                 "peak_rss": max(peaks) if peaks else None}
     versions = {f"{who.name}_version": contenders[who.name]["version"] for who in results.contenders}
-    budget = None
-    for who in results.contenders:
-        if isinstance(who, Zosfs):
-            budget = 256 * 2**20 if "cache_size" not in who.options else None
     data = {
         "started": started_at.isoformat(timespec="seconds"),
         "command": shlex.join(["bash", "tests/bench/run", *sys.argv[1:]]),
@@ -284,7 +297,6 @@ def write_results(results: Results, args: argparse.Namespace, folder: Path, star
         "load_before": load_before,
         "load_after": report.loadavg(),
         "contenders": contenders,
-        "zosfs_cache_budget": budget,
         "metrics": [m for m in results.metrics.values() if m["contenders"]],
         "rss": results.rss,
         "problems": results.problems,
@@ -298,7 +310,11 @@ def write_results(results: Results, args: argparse.Namespace, folder: Path, star
             with path.open("rb") as f:
                 f.seek(max(0, path.stat().st_size - 256 * 1024))
                 (logs / path.name).write_bytes(f.read())
-    # latest.md is the last complete full run: quick and interrupted runs leave it alone.
-    latest = None if args.quick or interrupted else args.results / "latest.md"
+    # latest.md and latest.png are the last complete full run: quick, interrupted and partial runs
+    # (fewer contenders or workloads, extra zosfs options) leave them alone.
+    full = (not args.quick and not interrupted and not args.zosfs_options and set(DEFAULT) <= set(args.only)
+            and set(args.workloads) == {wl.name for wl in workloads(Sizes())})
+    latest = args.results / "latest.md" if full else None
     report.write(data, folder, latest)
-    log(f"results in {folder}/results.md (and results.json, throughput.png)" + (f"; copy in {latest}" if latest else ""))
+    log(f"results in {folder}/results.md (and results.json, results.png, throughput.png)"
+        + (f"; copies in {latest} and {latest.with_suffix('.png')}" if latest else ""))

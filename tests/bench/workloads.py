@@ -1,4 +1,4 @@
-"""The workloads of issue 8, one function per run.
+"""The workloads (issues 8 and 21), one function per run.
 
 Each run function takes (context, contender, run number), sets up what it
 needs, measures, checks the data against the source, cleans up what it
@@ -9,9 +9,9 @@ zosfs's ls remount).
 
 Buckets: each workload has its own bucket ("bench-NAME"), which every
 contender mounts in turn; objects a run writes are deleted after it, so each
-contender starts from the same bucket. Read-only fixtures (the 1 GiB object,
-the ls directory, the find tree) are put once with boto3, with s3fs-style
-metadata headers, and read by every contender.
+contender starts from the same bucket. Read-only fixtures (fixtures.py: the
+1 GiB and 256 MiB objects, the ls directory, the find tree) are put once with
+boto3, with s3fs-style metadata headers, and read by every contender.
 """
 
 from __future__ import annotations
@@ -40,10 +40,14 @@ from tests.bench.context import (
     request_delta,
     write_file,
 )
-
-FILE_MODE = str(0o100644)   # s3fs's x-amz-meta-mode is decimal with the S_IFMT bits
-DIR_MODE = str(0o040755)
-FIXTURE_MTIME = "1700000000"
+from tests.bench.fixtures import (
+    ls_fixture,
+    prepare_read,
+    prepare_read_quarter,
+    read_fixture,
+    tree_fixture,
+    tree_objects,
+)
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ class Metric:
     title: str
     unit: str
     higher_is_better: bool
-    throughput: bool = False   # plotted in throughput.png (unit MiB/s)
+    throughput: bool = False   # unit MiB/s: in throughput.png and the first row of results.png
 
 
 @dataclass(frozen=True)
@@ -66,68 +70,6 @@ class Workload:
 
 def now() -> float:
     return time.monotonic()
-
-
-def s3fs_meta(mode: str = FILE_MODE) -> dict[str, str]:
-    """POSIX metadata as s3fs writes it, so that metadata matters in listings."""
-    return {"mode": mode, "uid": "0", "gid": "0", "mtime": FIXTURE_MTIME}
-
-
-# -- fixtures ---------------------------------------------------------------------
-
-READ_KEY = "big.bin"
-
-
-def read_fixture(ctx: Context) -> tuple[str, str, int]:
-    """The object every contender reads: the source file, put by boto3 as an
-    8 MiB-part multipart upload with s3fs metadata. Reading one common object
-    keeps the read numbers free of how each contender lays out what it writes."""
-    bucket = ctx.bucket("read")
-    size = len(ctx.src.big)
-    if ctx.keys(bucket, READ_KEY).get(READ_KEY) != size:
-        ctx.client.upload_file(str(ctx.src.big_path), bucket, READ_KEY, Config=Boto3.transfer_config(),
-                               ExtraArgs={"Metadata": s3fs_meta(), "ContentType": "application/octet-stream"})
-        ctx.verify(bucket, {READ_KEY: ctx.src.md5(0, size)})
-    return bucket, READ_KEY, size
-
-
-def ls_fixture(ctx: Context) -> None:
-    """A directory `ls/` of N files (1 KiB each, s3fs metadata) and its marker, put once in parallel."""
-    bucket = ctx.bucket("ls")
-    n = ctx.sizes.ls_files
-    if len(ctx.keys(bucket, "ls/")) == n + 1:
-        return
-    started = now()
-    objects = [("ls/", b"", s3fs_meta(DIR_MODE), "application/x-directory")]
-    objects += [(f"ls/f{i:05d}.dat", bytes(ctx.src.big[i:i + KiB]), s3fs_meta(), "application/octet-stream")
-                for i in range(n)]
-    ctx.put_many(bucket, objects)
-    ctx.log(f"  put {n} files for ls in {now() - started:.1f} s")
-
-
-def prepare_read(ctx: Context) -> None:
-    read_fixture(ctx)
-
-
-def tree_objects(ctx: Context, root: str) -> list[tuple[str, bytes, dict[str, str], str]]:
-    """`root` with D directories of F files each, with directory markers, as s3fs would have made them."""
-    s = ctx.sizes
-    objects = [(root, b"", s3fs_meta(DIR_MODE), "application/x-directory")]
-    for d in range(s.tree_dirs):
-        objects.append((f"{root}d{d:03d}/", b"", s3fs_meta(DIR_MODE), "application/x-directory"))
-        for f in range(s.tree_files_per_dir):
-            objects.append((f"{root}d{d:03d}/f{f:03d}.dat", b"x" * 256, s3fs_meta(), "application/octet-stream"))
-    return objects
-
-
-def tree_fixture(ctx: Context) -> None:
-    bucket = ctx.bucket("find")
-    objects = tree_objects(ctx, "tree/")
-    if len(ctx.keys(bucket, "tree/")) == len(objects):
-        return
-    started = now()
-    ctx.put_many(bucket, objects)
-    ctx.log(f"  put a tree of {len(objects)} objects for find in {now() - started:.1f} s")
 
 
 # -- sequential write ---------------------------------------------------------------
@@ -173,13 +115,7 @@ def seq_read(ctx: Context, who: Contender, run: int) -> dict[str, Sample]:
     expected = ctx.src.md5(0, size)
     buf = ctx.buffer(size)
     if isinstance(who, Boto3):
-        drop_caches()
-        client = ctx.fresh_client()
-        t0 = now()
-        got = who.download(client, bucket, key, buf)
-        cold = now() - t0
-        if got != size or md5_of(buf) != expected:
-            raise DataError("boto3 download differs from the source")
+        cold = boto3_cold_read(ctx, who, bucket, key, size)
         return {"seq_read_cold": Sample([size / MiB / cold], {"seconds": cold})}
     with ctx.mounted(who, bucket) as m:
         path = m.path / key
@@ -201,6 +137,37 @@ def seq_read(ctx: Context, who: Contender, run: int) -> dict[str, Sample]:
         "seq_read_warm": Sample([size / MiB / warm], {"seconds": warm, "get_requests": gets,
                                                       "get_bytes": request_delta(before, after, "GetObject", "bytes")}),
     }
+
+
+def boto3_cold_read(ctx: Context, who: Boto3, bucket: str, key: str, size: int) -> float:
+    """boto3's cold read of `key` (page cache dropped, a new client): seconds, checked against the source."""
+    buf = ctx.buffer(size)
+    drop_caches()
+    client = ctx.fresh_client()
+    t0 = now()
+    got = who.download(client, bucket, key, buf)
+    seconds = now() - t0
+    if got != size or md5_of(buf) != ctx.src.md5(0, size):
+        raise DataError("boto3 download differs from the source")
+    return seconds
+
+
+def seq_read_256(ctx: Context, who: Contender, run: int) -> dict[str, Sample]:
+    """Read the 256 MiB object cold (page cache dropped, new mount): the size a cache of 256 MiB
+    could hold whole, where seq_read's 1 GiB cannot."""
+    bucket, key, size = read_fixture(ctx, quarter=True)
+    if isinstance(who, Boto3):
+        seconds = boto3_cold_read(ctx, who, bucket, key, size)
+        return {"seq_read_256_cold": Sample([size / MiB / seconds], {"seconds": seconds})}
+    buf = ctx.buffer(size)
+    with ctx.mounted(who, bucket) as m:
+        t0 = now()
+        got = read_file(m.path / key, buf)
+        seconds = now() - t0
+        if got != size or md5_of(buf) != ctx.src.md5(0, size):
+            raise DataError(f"cold read returned {got} bytes that differ from the object")
+    return {"seq_read_256_cold": Sample([size / MiB / seconds],
+                                        {"seconds": seconds, "requests": request_counts(m.stats)})}
 
 
 # -- random reads ---------------------------------------------------------------------
@@ -497,6 +464,8 @@ def workloads(sizes: Any) -> list[Workload]:
         Workload("seq_read", (M("seq_read_cold", f"sequential read {big}, cold", "MiB/s", True, True),
                               M("seq_read_warm", f"sequential read {big}, warm (same mount)", "MiB/s", True, True)),
                  seq_read, prepare=prepare_read),
+        Workload("seq_read_256", (M("seq_read_256_cold", f"sequential read {q}, cold", "MiB/s", True, True),),
+                 seq_read_256, prepare=prepare_read_quarter),
         Workload("rand_4k", (M("rand_4k", f"random 4 KiB reads ({sizes.rand_4k_reads}), cold", "reads/s", True),),
                  _random(4 * KiB, "rand_4k", "rand_4k_reads"), prepare=prepare_read),
         Workload("rand_1m", (M("rand_1m", f"random 1 MiB reads ({sizes.rand_1m_reads}), cold", "reads/s", True),),

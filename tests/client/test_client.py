@@ -22,7 +22,7 @@ import pytest
 import trio
 from botocore.exceptions import ClientError
 
-import zosfs.zos.client as client_module
+import zosfs.zos.copies as copies_module
 from tests.support.client import client_config, md5, run_client
 from tests.support.rgw import MAIN_USER, SECOND_USER, LocalRGW
 from zosfs.zos import (
@@ -417,8 +417,8 @@ def test_copy_keeps_or_replaces_metadata(rgw, bucket):
 
 def test_copy_above_the_single_copy_limit_goes_part_by_part(rgw, bucket, monkeypatch):
     """The >5 GiB path, with the limits scaled down: 12 MiB in 5 MiB parts."""
-    monkeypatch.setattr(client_module, "MAX_SINGLE_COPY", 8 * MiB)
-    monkeypatch.setattr(client_module, "MULTIPART_COPY_PART", 5 * MiB)
+    monkeypatch.setattr(copies_module, "MAX_SINGLE_COPY", 8 * MiB)
+    monkeypatch.setattr(copies_module, "MULTIPART_COPY_PART", 5 * MiB)
     data = os.urandom(12 * MiB)
     stats = RequestStats()
 

@@ -2,11 +2,16 @@
 rm -r, mkdir -p, rmdir, ln) behave as on a local disk within the documented
 semantics, odd keys put by other tools neither crash nor hide anything,
 listings of any size are complete, caches expire, and an error inside a
-handler never takes the mount down."""
+handler never takes the mount down.
+
+Every test runs once with each ListObjects version (`-o list_api=v2` and
+`v1`; the ZOS SDK manual documents only V1). ZOSFS_TEST_LIST_API=v1 (or v2)
+runs one of them only."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import ctypes
 import errno
 import os
@@ -14,6 +19,7 @@ import re
 import stat
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +33,23 @@ FAST = {"attr_timeout": "1", "entry_timeout": "1", "negative_timeout": "1", "dir
 AT_FDCWD = -100
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
+MountFactory = Callable[..., ZosfsMount]
+LIST_OPS = {"v1": "ListObjects", "v2": "ListObjectsV2"}  # the proxy's names of the two requests
+
+
+@pytest.fixture(params=os.environ.get("ZOSFS_TEST_LIST_API", "v2,v1").split(","))
+def list_api(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def make_mount(make_mount: MountFactory, list_api: str) -> MountFactory:
+    """The shared factory (and so `mnt` too), with this module's list_api."""
+
+    def make(bucket: str, *, options: dict[str, str] | None = None, **kwargs: Any) -> ZosfsMount:
+        return make_mount(bucket, options={"list_api": list_api, **(options or {})}, **kwargs)
+
+    return make
 
 
 def keys(s3: Any, bucket: str, prefix: str = "") -> list[str]:
@@ -330,7 +353,8 @@ def test_odd_keys_are_skipped_not_fatal_and_never_changed(make_mount, bucket: st
     assert body(s3, bucket, "x") == b"x"  # the hidden file is still there
 
 
-def test_a_directory_of_1100_entries_lists_completely_and_in_order(make_mount, bucket: str, s3, rgw: LocalRGW) -> None:
+def test_a_directory_of_1100_entries_lists_completely_and_in_order(make_mount, bucket: str, s3, rgw: LocalRGW,
+                                                                    list_api: str) -> None:
     files = {f"big/file-{i:04}": b"" for i in range(1050)}
     files.update({f"big/sub-{i:02}/x": b"" for i in range(50)})
     files["big/file-0500.txt"] = b"sorts between file-0500 and file-0501"
@@ -341,7 +365,8 @@ def test_a_directory_of_1100_entries_lists_completely_and_in_order(make_mount, b
         m = make_mount(bucket, endpoint=proxy.endpoint, options={"no_metadata": ""})
         proxy.reset_stats()
         names = os.listdir(m.path / "big")
-        assert proxy.count("ListObjectsV2") >= 2  # several pages
+        used, unused = LIST_OPS[list_api], LIST_OPS["v2" if list_api == "v1" else "v1"]
+        assert proxy.count(used) >= 2 and proxy.count(unused) == 0  # several pages, of the version asked for
         assert names == expected  # readdir returns them in key order
         out = run("ls", "-1", m.path / "big", check=True).stdout.splitlines()
         assert out == expected
@@ -377,6 +402,121 @@ def test_changes_by_another_client_appear_after_the_ttls(make_mount, bucket: str
     time.sleep(1.5)
     assert os.path.isdir(d / "new")
     assert os.listdir(d / "new") == ["inside"]
+
+
+def requests(m: ZosfsMount) -> dict[str, int]:
+    """Requests the daemon has sent, by operation."""
+    return {op: int(v["count"]) for op, v in m.stats()["requests"].items()}
+
+
+def sent_since(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {op: n - before.get(op, 0) for op, n in after.items() if n != before.get(op, 0)}
+
+
+@contextlib.contextmanager
+def held(*paths: Path) -> Iterator[None]:
+    """Keep directories looked up: other tests drop the kernel's dentries
+    (drop_caches), and looking a directory up again sends requests that a
+    test counting them does not expect. O_PATH holds them without opendir."""
+    fds = [os.open(p, os.O_PATH) for p in paths]
+    try:
+        yield
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def read_when_there(path: Path, since: float, bound: float) -> tuple[bytes | None, float]:
+    """Poll until `path` can be read or `bound` seconds after `since` have
+    passed: its bytes (None if never) and when it was read, after `since`."""
+    while True:
+        try:
+            return path.read_bytes(), time.monotonic() - since
+        except FileNotFoundError:
+            if time.monotonic() - since > bound:
+                return None, time.monotonic() - since
+            time.sleep(0.02)
+
+
+@pytest.mark.parametrize("entries", [1, 1001])  # a small directory is listed again, a large one probed
+def test_a_file_made_elsewhere_opens_by_name_within_a_second_while_the_listing_is_cached(
+        make_mount, bucket: str, s3, entries: int) -> None:
+    put_many(s3, bucket, {f"d/old-{i:04}": b"" for i in range(entries)})
+    m = make_mount(bucket, options={"dir_cache_ttl": "60"})  # negative_timeout: the default, 1 s
+    d = m.path / "d"
+    assert len(os.listdir(d)) == entries
+    assert not (d / "new").exists()  # "no such file", cached by zosfs and the kernel
+    s3.put_object(Bucket=bucket, Key="d/new", Body=b"made elsewhere")
+    made = time.monotonic()
+    data, took = read_when_there(d / "new", made, bound=10)
+    assert data == b"made elsewhere"
+    assert took < 1.5, f"a file made elsewhere took {took:.2f} s to open by name"
+
+
+def test_the_kernel_keeps_a_negative_answer_no_longer_than_zosfs(make_mount, bucket: str, s3) -> None:
+    s3.put_object(Bucket=bucket, Key="d/old", Body=b"")
+    m = make_mount(bucket, options={"dir_cache_ttl": "60", "negative_timeout": "4"})
+    d = m.path / "d"
+    assert os.listdir(d) == ["old"]
+    listed = time.monotonic()
+    time.sleep(2)
+    # Answered by the listing, which can say so for about 2 s more: the kernel
+    # must not keep the answer for the whole negative_timeout from now.
+    assert not (d / "new").exists()
+    s3.put_object(Bucket=bucket, Key="d/new", Body=b"new")
+    data, took = read_when_there(d / "new", listed, bound=15)
+    assert data == b"new"
+    assert took < 5.0, f"found {took:.2f} s after the listing, whose negative answers last 4 s"
+
+
+def test_lookups_of_a_missing_name_within_negative_timeout_send_no_requests(make_mount, bucket: str, s3) -> None:
+    s3.put_object(Bucket=bucket, Key="listed/f", Body=b"")
+    s3.put_object(Bucket=bucket, Key="probed/f", Body=b"")
+    m = make_mount(bucket, options={"negative_timeout": "3", "dir_cache_ttl": "60", "attr_timeout": "60",
+                                    "entry_timeout": "60"})
+    assert os.listdir(m.path / "listed") == ["f"]
+    assert (m.path / "probed").is_dir()  # looked up, never listed
+    with held(m.path / "listed", m.path / "probed"):
+        lookups_within_and_after_the_window(m)
+
+
+def lookups_within_and_after_the_window(m: ZosfsMount) -> None:
+    before = requests(m)
+    for _ in range(20):
+        assert not (m.path / "listed" / "missing").exists()  # the young listing says so
+    assert requests(m) == before
+    assert not (m.path / "probed" / "missing").exists()
+    first = requests(m)
+    probe = sent_since(before, first)
+    assert probe == {"HeadObject": 1, "ListObjects": 1}  # the name, and keys below it
+    for _ in range(20):
+        assert not (m.path / "probed" / "missing").exists()
+        assert not (m.path / "listed" / "missing").exists()
+    assert requests(m) == first
+    time.sleep(3.2)  # the answers are too old now: the server is asked again
+    assert not (m.path / "probed" / "missing").exists()
+    assert sent_since(first, requests(m)) == probe
+    again = requests(m)
+    assert not (m.path / "listed" / "missing").exists()
+    assert sent_since(again, requests(m)) == {"ListObjects": 1}  # a small directory: listed again
+
+
+def test_making_many_files_costs_a_listing_per_negative_timeout_not_a_probe_per_name(make_mount, bucket: str) -> None:
+    # (Long attribute and entry timeouts: revalidating the directory itself
+    # would cost requests of its own.)
+    mnt = make_mount(bucket, options={"attr_timeout": "60", "entry_timeout": "60"})
+    d = mnt.path / "many"
+    d.mkdir()
+    with held(d):
+        before = requests(mnt)
+        started = time.monotonic()
+        for i in range(300):
+            (d / f"f{i:03}").write_bytes(b"x")  # each open(O_CREAT) looks the new name up first
+        took = time.monotonic() - started
+    sent = sent_since(before, requests(mnt))
+    assert "HeadObject" not in sent
+    assert sent.get("ListObjects", 0) <= took / 1.0 + 1, (sent, took)  # negative_timeout: 1 s
+    assert sorted(os.listdir(d)) == [f"f{i:03}" for i in range(300)]
 
 
 @pytest.mark.parametrize("entry_timeout", ["1", "60"])  # found by lookup, or by getattr of a known name

@@ -217,6 +217,10 @@ def test_check_command(rgw: LocalRGW, bucket: str, tmp_path: Path) -> None:
     ok = subprocess.run([ZOSFS, "check", bucket, "-o", f"endpoint={rgw.endpoint}"], capture_output=True, text=True, env=env, timeout=30)
     assert ok.returncode == 0, ok.stderr
     assert "append:      available" in ok.stdout and rgw.endpoint in ok.stdout
+    assert "listing:     ListObjects V2 (the endpoint honours V2)" in ok.stdout
+    v1 = subprocess.run([ZOSFS, "check", bucket, "-o", f"endpoint={rgw.endpoint},list_api=v1"], capture_output=True,
+                        text=True, env=env, timeout=30)
+    assert "listing:     ListObjects V1 (the endpoint honours V2)" in v1.stdout, v1.stderr
     bad = [
         (["check", "no-such-bucket-zz", "-o", f"endpoint={rgw.endpoint}"], env, "does not exist"),
         (["check", bucket, "-o", "endpoint=http://127.0.0.1:9"], env, "cannot reach"),

@@ -153,7 +153,7 @@ def classify_op(
 # Rules and records
 # --------------------------------------------------------------------------
 
-_FAULTS = ("status", "reset_before", "reset_after", "stall", "truncate")
+_FAULTS = ("status", "reset_before", "reset_after", "stall", "truncate", "drop_query")
 
 # S3 error codes for the statuses a test is likely to inject.
 _ERROR_CODES = {
@@ -197,6 +197,11 @@ class Rule:
       proxy stops, then reset the client connection;
     * `truncate`: forward, then send the response head and only this fraction
       (0 <= truncate < 1) of the body, and close the client connection;
+    * `drop_query`: forward without these query parameters (to play a server
+      that ignores them, e.g. ``list-type`` on a server that knows only
+      ListObjects V1). SigV4 signs the query, so this suits only requests
+      signed with V2, which leaves ``list-type``, ``continuation-token``,
+      ``start-after``, ``max-keys`` and the like unsigned;
     * `delay`: wait this many seconds before forwarding.
 
     The first rule (in the order added) that fires on a request applies.
@@ -216,6 +221,7 @@ class Rule:
     reset_after: bool = False
     stall: bool = False
     truncate: float | None = None
+    drop_query: tuple[str, ...] = ()
     delay: float = 0.0
     matched: int = field(default=0, init=False)
     fired: int = field(default=0, init=False)
@@ -246,6 +252,7 @@ class Rule:
             "reset_after": self.reset_after,
             "stall": self.stall,
             "truncate": self.truncate is not None,
+            "drop_query": bool(self.drop_query),
         }
         return [name for name in _FAULTS if given[name]]
 
@@ -656,6 +663,8 @@ class _Session:
             assert rule.truncate is not None
             deliver = functools.partial(self._deliver_truncated, rule.truncate)
             return self._forward(exchange, deliver)
+        if action == "drop_query":
+            exchange.request = _without_query(exchange.request, rule.drop_query)
         return self._forward(exchange, self._deliver)
 
     # -- forwarding ---------------------------------------------------------
@@ -887,6 +896,16 @@ def _join_all(threads: list[threading.Thread], timeout: float) -> list[threading
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
     return [thread for thread in threads if thread.is_alive()]
+
+
+def _without_query(request: _Head, names: Collection[str]) -> _Head:
+    """The request with the query parameters `names` left out of its target."""
+    method, target, version = request.start
+    path, _, query = target.partition("?")
+    kept = [part for part in query.split("&") if part and unquote(part.partition("=")[0]) not in names]
+    new_target = path + ("?" + "&".join(kept) if kept else "")
+    _, rest = request.raw.split(b"\r\n", 1)
+    return _Head.parse(f"{method} {new_target} {version}".encode("latin-1") + b"\r\n" + rest)
 
 
 def _make_record(request: _Head, connection: int) -> Record:

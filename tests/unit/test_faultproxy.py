@@ -44,6 +44,7 @@ class _Store(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _StoreHandler)
         self.objects: dict[str, bytes] = {}
         self.seen: list[tuple[str, str, tuple[str, int], str | None]] = []
+        self.targets: list[str] = []  # request targets (path and query) as they arrived
         self.lock = threading.Lock()
 
     @property
@@ -66,6 +67,7 @@ class _StoreHandler(BaseHTTPRequestHandler):
             self.server.seen.append(
                 (self.command, url.path, self.client_address, self.headers.get("Host"))
             )
+            self.server.targets.append(self.path)
         return unquote(url.path), parse_qs(url.query, keep_blank_values=True)
 
     def _body(self) -> bytes:
@@ -518,6 +520,21 @@ def test_truncate_cuts_a_chunked_body(proxy, store):
     conn.close()
     full = proxy.records()[0].response_bytes
     assert len(raised.value.partial) == full // 2
+
+
+def test_drop_query_forwards_without_those_parameters(proxy, store):
+    store.objects[f"/{BUCKET}/k"] = b"x"
+    rule = proxy.add_rule(Rule(op="ListObjectsV2", drop_query=("list-type", "continuation-token"), times=1))
+    conn = connect(proxy)
+    for _ in range(2):
+        status, answer = request(conn, "GET", f"/{BUCKET}?list-type=2&prefix=a%20b&continuation-token=t&max-keys=1")
+        assert status == 200 and b"<Key>k</Key>" in answer
+    conn.close()
+    proxy.wait_idle()
+    assert store.targets == [f"/{BUCKET}?prefix=a%20b&max-keys=1",
+                             f"/{BUCKET}?list-type=2&prefix=a%20b&continuation-token=t&max-keys=1"]
+    assert rule.fired == 1
+    assert [(r.op, r.fault) for r in proxy.records()] == [("ListObjectsV2", "drop_query"), ("ListObjectsV2", None)]
 
 
 def test_delay_adds_latency(proxy, store):

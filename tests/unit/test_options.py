@@ -151,3 +151,22 @@ def test_bad_option_on_the_command_line_is_one_line_and_exit_2(tmp_path: Path, c
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "colour" in err and err.startswith("zosfs: ")
     assert not any(tmp_path.iterdir())
+
+
+def test_relative_paths_are_made_absolute(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A background daemon runs in /, so a relative path given on the command
+    line must keep meaning what it meant where the command was typed."""
+    monkeypatch.chdir(tmp_path)
+    o = opts("cache_dir=c,log_file=logs/z.log").with_defaults_resolved()
+    assert (o.cache_dir, o.staging_dir, o.log_file) == (str(tmp_path / "c"), str(tmp_path / "c" / "staging"), str(tmp_path / "logs" / "z.log"))
+
+
+def test_help_lists_every_option_as_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "|" not in out and "`" not in out, "--help is for a terminal, not Markdown"
+    listed = [line.split()[0].split("=")[0] for line in out.splitlines() if line.startswith("  ") and not line.startswith("   ")]
+    assert listed == list(FIELDS)
+    assert "  connect_timeout=...  (default: 10.0)" in out.splitlines()
+    assert "  ro  (default: off)" in out.splitlines()
+    assert all(len(line) <= 80 for line in out.splitlines())

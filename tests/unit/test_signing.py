@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zosfs.zos import signing
-from zosfs.zos.client import _rgw_v2_signer
 from zosfs.zos.signing import Signer, query_string, quote_path
+from zosfs.zos.transport import rgw_v2_signer
 
 ACCESS, SECRET, TOKEN = "AKIDEXAMPLE0123456789", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "token/with+chars=="
 NOW = dt.datetime(2024, 2, 29, 23, 59, 58, tzinfo=dt.timezone.utc)
@@ -161,7 +161,7 @@ def test_v2_with_session_token_equals_botocore(headers):
 def test_v2_equals_the_rgw_adjusted_botocore_signer(path, query):
     """The control path's botocore signer and our data-path signer agree on
     every sub-resource, including the ones stock botocore gets wrong for RGW."""
-    rgw_auth = botocore.auth.AUTH_TYPE_MAPS[_rgw_v2_signer()]
+    rgw_auth = botocore.auth.AUTH_TYPE_MAPS[rgw_v2_signer()]
     signed = ours("v2", "GET", path, query, {})
     assert signed["authorization"] == botocore_v2(rgw_auth, "GET", path, query, {})
 

@@ -1,8 +1,11 @@
 """The read path: ranged GETs through a block cache, with prefetching.
 
 An object is read in fixed-size blocks (`block_size`, one ranged GET each),
-kept in an LRU within a byte budget and keyed by (key, ETag, block number):
-a changed object has a new ETag, so it can never be served stale blocks.
+kept in a `DataCache` (zosfs/data/cache: an LRU in memory within a byte
+budget, in front of an optional cache on disk) keyed by (key, ETag, block
+number): a changed object has a new ETag, so it can never be served stale
+blocks. Blocks of an older version are reused for a newer one only when the
+append ETag chain proves the newer one starts with the same bytes (`adopt`).
 Every GET carries If-Match with that ETag, so a block can never come from a
 newer version either: an object changed under an open handle reads as ESTALE
 (EIO for the reader), never as a mix of two versions.
@@ -18,22 +21,22 @@ are read at once, and its FIFO queue shares the bandwidth between readers.
 
 from __future__ import annotations
 
+import collections
 import errno
+import hashlib
 import logging
 import sys
-from collections.abc import Callable
 
-import cachetools
 import trio
 
+from zosfs.data.cache import BlockId, DataCache, MemoryCache, MultiLevelCache, NoCache
 from zosfs.fserror import FsError
 from zosfs.zos import ZosClient, ZosError, next_append_etag
 
 log = logging.getLogger(__name__)
 
 RANDOM_ALIGN = 64 * 1024
-
-BlockId = tuple[str, str, int]  # key, etag, block number
+ADOPT_WAIT = 30.0  # seconds a reader waits for another's check of older cached blocks
 
 
 class _Fetch:
@@ -45,34 +48,28 @@ class _Fetch:
         self.error: ZosError | None = None
 
 
-class _Blocks(cachetools.LRUCache):
-    """The LRU of blocks, handing what it evicts to a recycler."""
-
-    def __init__(self, maxsize: int, recycle: Callable[[bytes | bytearray], None]) -> None:
-        super().__init__(maxsize, getsizeof=len)
-        self._recycle = recycle
-
-    def popitem(self) -> tuple[BlockId, bytes | bytearray]:
-        key, value = super().popitem()
-        self._recycle(value)
-        return key, value
-
-
 class BlockCache:
-    """Blocks of objects in memory, least recently used first out."""
+    """Fetches blocks of objects into a `DataCache` (memory, or memory in
+    front of disk) and prefetches them for sequential readers."""
 
-    def __init__(self, zos: ZosClient, budget: int, block_size: int) -> None:
+    def __init__(self, zos: ZosClient, budget: int, block_size: int, disk: DataCache | None = None,
+                 prefetch_whole: int = 0) -> None:
         self.zos = zos
         self.budget = budget
         self.block_size = block_size
+        self.prefetch_whole = prefetch_whole  # objects up to this size are prefetched whole on first read
         # Blocks being fetched at once, for all readers together: bounds the
         # memory of in-flight GETs and shares the pipe in FIFO order. They
         # count against the budget too: cached plus in flight never exceed it.
         in_flight = max(2, budget // (4 * block_size))
         self.slots = trio.Semaphore(in_flight)
         self.spare: list[bytearray] = []  # evicted block buffers, for the next GETs
-        self.blocks: _Blocks = _Blocks(max(block_size, budget - in_flight * block_size), self._recycle)
+        self.memory = MemoryCache(max(block_size, budget - in_flight * block_size), self._recycle)
+        self.disk: DataCache = disk or NoCache()
+        self.cache: DataCache = MultiLevelCache(self.memory, self.disk) if disk is not None else self.memory
         self._inflight: dict[BlockId, _Fetch] = {}
+        self._open: collections.Counter[tuple[str, str]] = collections.Counter()  # versions with open Readers
+        self._adopting: dict[tuple[str, str], trio.Event] = {}  # versions whose older blocks are being checked
         self.hits = 0
         self.misses = 0
         self.readers = 0  # open Readers, which share the budget for their windows
@@ -80,7 +77,7 @@ class BlockCache:
 
     @property
     def size(self) -> int:
-        return int(self.blocks.currsize)
+        return self.memory.size
 
     def window_limit(self) -> int:
         """The largest readahead window one reader may have now: together the
@@ -88,14 +85,102 @@ class BlockCache:
         not evicted by other prefetched blocks before they are read."""
         return max(self.block_size, self.budget // (2 * max(1, self.readers)))
 
-    def cached(self, key: str, etag: str, n: int) -> bytes | bytearray | None:
-        return self.blocks.get((key, etag, n))
+    def _length(self, n: int, object_size: int) -> int:
+        return max(0, min(object_size, (n + 1) * self.block_size) - n * self.block_size)
+
+    def cached(self, key: str, etag: str, n: int) -> bool:
+        """Whether block `n` is held by any tier (possibly only a prefix of it)."""
+        return self.cache.contains((key, etag, n))
+
+    def opened(self, key: str, etag: str) -> None:
+        """A reader begins on this version (its blocks are not renamed or dropped meanwhile)."""
+        self._open[(key, etag)] += 1
+
+    async def adopt(self, key: str, etag: str, size: int, appendable: bool) -> None:
+        """Before the first read of a version: blocks cached for older versions
+        of the object are filed under this one if it provably starts with the
+        same bytes, else dropped (unless a reader of that version is open).
+        Proof is RGW's append ETag chain: a metadata-only change (empty
+        appends, `same_data`), or one append whose bytes, fetched here (they
+        are needed anyway), chain the old ETag to the new one."""
+        busy = self._adopting.get((key, etag))
+        if busy is not None:
+            with trio.move_on_after(ADOPT_WAIT):
+                await busy.wait()
+            return
+        done = self._adopting[(key, etag)] = trio.Event()
+        try:
+            for old, blocks in self.cache.etags(key).items():
+                if old == etag or not blocks or self._open[(key, old)]:
+                    continue
+                if same_data(old, etag) and all(n * self.block_size + ln <= size for n, ln in blocks):
+                    self.cache.rename(key, old, etag)
+                elif not (appendable and await self._appended_once(key, old, etag, blocks, size)):
+                    self.cache.forget(key, old)
+        finally:
+            del self._adopting[(key, etag)]
+            done.set()
+
+    async def _appended_once(self, key: str, old: str, etag: str, blocks: list[tuple[int, int]], size: int) -> bool:
+        """Whether `etag` is `old` plus one append (then the old blocks are
+        filed under `etag` and the appended bytes cached); False if that
+        cannot be shown cheaply."""
+        bs = self.block_size
+        last, length = blocks[-1]
+        old_size = last * bs + length
+        log.debug("cache: %r changed from %s (%d bytes cached) to %s (%d bytes)", key, old, old_size, etag, size)
+        if _appends(etag) != _appends(old) + 1 or length >= bs or not old_size < size <= old_size + max(self.budget // 2, 2 * bs):
+            return False  # (the old size is known only from a short last block)
+        try:
+            async with self.slots:
+                tail = await self.zos.get(key, old_size, size, if_match=etag or None)
+        except ZosError:
+            return False
+        digest = await trio.to_thread.run_sync(lambda: hashlib.md5(tail).hexdigest())
+        if next_append_etag(old, digest) != etag or (last, length) not in self.cache.etags(key).get(old, []):
+            return False
+        log.debug("cache: %r grew by one append (%s -> %s); its cached prefix stays", key, old, etag)
+        self.cache.rename(key, old, etag)
+        head = await self.cache.get((key, etag, last))
+        if head is not None and len(head) == length:
+            await self.cache.wait_writable()
+            self.cache.put((key, etag, last), bytes(head) + bytes(tail[: bs - length]))
+        for n in range(last + 1, (size - 1) // bs + 1):
+            lo = n * bs - old_size
+            await self.cache.wait_writable()
+            self.cache.put((key, etag, n), bytes(tail[lo : lo + bs]))
+        return True
+
+    def closed(self, key: str, etag: str) -> None:
+        self._open[(key, etag)] -= 1
+        if self._open[(key, etag)] <= 0:
+            del self._open[(key, etag)]
+
+    def store(self, key: str, etag: str, n: int, data: bytes | bytearray) -> None:
+        """Hook for the write path: block `n` of version `etag` of an object
+        holds `data` (whole, or the object's last block). Only for data known
+        to be exactly what the server holds under that ETag."""
+        if data and len(data) <= self.block_size:
+            self.cache.put((key, etag, n), data)
+
+    def drop(self, key: str) -> int:
+        """Drop every cached block of an object (all versions, all tiers)."""
+        return self.cache.forget(key)
+
+    def describe(self, key: str) -> dict[str, int]:
+        """What the tiers hold of an object (all versions), for `zosfs cache`."""
+        counts = {}
+        for tier, name in ((self.memory, "memory"), (self.disk, "disk")):
+            blocks = [ln for held in tier.etags(key).values() for _, ln in held]
+            counts[f"{name}_blocks"], counts[f"{name}_bytes"] = len(blocks), sum(blocks)
+        return counts
 
     async def block(self, key: str, etag: str, n: int, object_size: int) -> bytes | bytearray:
         """Block `n` of an object, from the cache or the server."""
         bid = (key, etag, n)
-        data = self.blocks.get(bid)
-        if data is not None:
+        want = self._length(n, object_size)
+        data = self.cache.peek(bid)
+        if data is not None and len(data) == want:
             self.hits += 1
             return data
         self.misses += 1
@@ -107,18 +192,19 @@ class BlockCache:
                 await fetch.done.wait()
                 if fetch.error is not None:
                     raise fetch.error
-            data = self.blocks.get(bid)
-            if data is not None:
+            data = self.cache.peek(bid)
+            if data is not None and len(data) == want:
                 return data
             # A prefetch that gave up (its reader left, or it failed: the
             # error is raised by our own fetch), or a block already evicted
             # by other readers: fetch it (again).
 
     def prefetch(self, key: str, etag: str, n: int, object_size: int, still_wanted: trio.Event) -> None:
-        """Fetch a block in the background unless cached or on its way.
+        """Fetch a block in the background unless in memory or on its way.
         `still_wanted` is set when the reader went away before its turn."""
         bid = (key, etag, n)
-        if bid in self.blocks or bid in self._inflight or self.nursery is None:
+        data = self.cache.peek(bid)
+        if (data is not None and len(data) == self._length(n, object_size)) or bid in self._inflight or self.nursery is None:
             return
         self._inflight[bid] = _Fetch()
         self.nursery.start_soon(self._prefetch, bid, object_size, still_wanted)
@@ -129,7 +215,7 @@ class BlockCache:
             async with self.slots:
                 if cancelled.is_set():
                     return
-                await self._get(bid, object_size)
+                await self._load(bid, object_size)
         except ZosError as err:
             log.debug("prefetch of %r block %d failed: %s", bid[0], bid[2], err)
         finally:
@@ -140,7 +226,7 @@ class BlockCache:
         fetch = self._inflight[bid] = _Fetch()
         try:
             async with self.slots:
-                await self._get(bid, object_size)
+                await self._load(bid, object_size)
         except ZosError as err:
             fetch.error = err  # for those who wait for this fetch
             raise
@@ -148,41 +234,62 @@ class BlockCache:
             del self._inflight[bid]
             fetch.done.set()
 
-    async def _get(self, bid: BlockId, object_size: int) -> None:
+    async def _load(self, bid: BlockId, object_size: int) -> None:
+        """Bring a block into memory: from the disk tier, or from the server
+        (only the bytes past a cached prefix, for an object that grew)."""
         key, etag, n = bid
         start = n * self.block_size
         end = min(object_size, start + self.block_size)
+        prefix = await self.cache.get(bid)  # (a disk hit lands in memory)
+        if prefix is not None and len(prefix) == end - start:
+            return
+        if prefix is not None and len(prefix) > end - start:
+            prefix = None  # cannot be: not this version's block
+        have = len(prefix) if prefix is not None else 0
+        await self.cache.wait_writable()
         buf = self.spare.pop() if end - start == self.block_size and self.spare else bytearray(end - start)
         try:
-            await self.zos.get(key, start, end, if_match=etag or None, into=buf)
+            await self.zos.get(key, start + have, end, if_match=etag or None, into=memoryview(buf)[have:])
         except BaseException:
-            self._recycle(buf)
+            self._recycle(buf, callers=1)
             raise
-        self.blocks[bid] = buf
+        if prefix is not None:
+            buf[:have] = prefix
+        self.cache.put(bid, buf)
 
-    def _recycle(self, buf: bytes | bytearray) -> None:
+    def _recycle(self, buf: bytes | bytearray, callers: int = 2) -> None:
         """Keep an evicted full-size buffer for reuse: a fresh 4 MiB buffer
         costs a zero-fill and a thousand page faults (half the CPU of a cold
         read). Only if no reader still holds it (a memoryview of it in flight
-        to the kernel holds a reference), and at most a few."""
+        to the kernel, a GET still filling it, or a disk write, holds a
+        reference), and at most a few. `callers`: the references our callers
+        hold (the LRU's popitem and eviction callback; a failed GET's frame)."""
         if (
             isinstance(buf, bytearray)
             and len(buf) == self.block_size
-            and sys.getrefcount(buf) <= 3  # (the caller's name, our argument, getrefcount's own)
+            and sys.getrefcount(buf) <= callers + 2  # (+ our argument, getrefcount's own)
             and len(self.spare) < 4
         ):
             self.spare.append(buf)
 
     def forget(self, key: str, etag: str, nblocks: int) -> None:
         """Drop the blocks of one version of an object (it changed)."""
-        for n in range(nblocks):
-            self.blocks.pop((key, etag, n), None)
+        self.cache.forget(key, etag)
+
+
+def _appends(etag: str) -> int:
+    """How many appends an appendable object's ETag says made it (1 for a plain MD5)."""
+    digest, _, count = etag.partition("-")
+    if len(digest) != 32:
+        return 0
+    return int(count) if count.isdigit() else (0 if count else 1)
 
 
 class Reader:
     """One open handle's reads of one version of an object."""
 
-    def __init__(self, cache: BlockCache, key: str, etag: str, size: int, max_window: int) -> None:
+    def __init__(self, cache: BlockCache, key: str, etag: str, size: int, max_window: int,
+                 appendable: bool = False) -> None:
         self.cache = cache
         self.key = key
         self.etag = etag
@@ -192,18 +299,29 @@ class Reader:
         self.window = 0
         self.prefetched = -1  # highest block number asked for in advance
         self.gone = trio.Event()  # set on close: queued prefetches are dropped
+        self.appendable = appendable
+        self.adopted = False  # older versions' blocks checked (on the first read)
         cache.readers += 1
+        cache.opened(key, etag)
 
     def close(self) -> None:
         if not self.gone.is_set():
             self.gone.set()
             self.cache.readers -= 1
+            self.cache.closed(self.key, self.etag)
 
     async def read(self, offset: int, length: int) -> bytes | memoryview:
         """Bytes [offset, offset+length) of the object, short at its end."""
         length = min(length, self.size - offset)
         if length <= 0:
             return b""
+        if not self.adopted:
+            self.adopted = True
+            await self.cache.adopt(self.key, self.etag, self.size, self.appendable)
+            if self.size <= self.cache.prefetch_whole:
+                self.prefetched = (self.size - 1) // self.cache.block_size
+                for n in range(self.prefetched + 1):
+                    self.cache.prefetch(self.key, self.etag, n, self.size, self.gone)
         bs = self.cache.block_size
         first, last = offset // bs, (offset + length - 1) // bs
         sequential = self.next_offset - bs <= offset <= self.next_offset + max(self.window, bs)
@@ -213,7 +331,7 @@ class Reader:
             self._prefetch_ahead(last, offset + length)
         else:
             self.window = 0
-            if all(self.cache.cached(self.key, self.etag, n) is None for n in range(first, last + 1)):
+            if not any(self.cache.cached(self.key, self.etag, n) for n in range(first, last + 1)):
                 return await self._read_direct(offset, length)
         return await self._assemble(offset, length, first, last)
 

@@ -39,7 +39,10 @@ class Listing:
         self.entries: dict[str, Entry] = {}
         self.names: list[str] = []  # sorted
         self.has_marker = False  # the directory's own `prefix` object exists
-        self.taken = time.monotonic()
+        # When the server was asked: a name the listing lacks was absent then
+        # (a negative answer as old as this; see negative.py).
+        self.started = time.monotonic()
+        self.taken = self.started
 
     def fresh(self, ttl: float) -> bool:
         return time.monotonic() - self.taken < ttl

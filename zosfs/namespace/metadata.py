@@ -3,7 +3,7 @@
 s3fs (and its forks ossfs, cosfs) keep a file's mode, owner, group and mtime
 in `x-amz-meta-mode` (decimal, with the file type bits), `x-amz-meta-uid`,
 `x-amz-meta-gid` and `x-amz-meta-mtime` (seconds, optionally with a
-fraction), and user xattrs in `x-amz-meta-xattr` (URL-encoded JSON of name ->
+fraction), and xattrs in `x-amz-meta-xattr` (URL-encoded JSON of name ->
 base64 value). Using the same names means a bucket can be shared with s3fs
 and rclone users and both sides see the same `ls -l`. s3cmd's
 `x-amz-meta-s3cmd-attrs` is read as a fallback.
@@ -184,23 +184,81 @@ def encode(attrs: Attrs, existing: dict[str, str] | None = None) -> dict[str, st
 
 
 def decode_xattrs(metadata: dict[str, str]) -> dict[str, bytes]:
-    """User xattrs from the s3fs-compatible `xattr` metadata (bad data -> {})."""
+    """Xattrs from the s3fs-compatible `xattr` metadata.
+
+    s3fs 1.97 writes `{"NAME":"BASE64",...}` with the names raw (no JSON
+    escaping) and URL-encodes the whole (`set_xattrs_to_header`), and reads it
+    back by splitting at commas and at the last colon of each pair
+    (`parse_xattrs`). That text is JSON whenever the names need no escaping;
+    where it is not (a raw control character or quote in a name), it is read
+    the way s3fs reads it. An entry that cannot be read is left out, as s3fs
+    leaves it out.
+    """
     raw = metadata.get("xattr")
     if not raw:
         return {}
+    text = urllib.parse.unquote(raw)
     try:
-        table = json.loads(urllib.parse.unquote(raw))
-        return {str(name): base64.b64decode(value, validate=True) for name, value in table.items()}
-    except (ValueError, TypeError, AttributeError):
+        table = json.loads(text)
+    except ValueError:
+        table = _parse_like_s3fs(text)
+    if not isinstance(table, dict):
         return {}
+    out: dict[str, bytes] = {}
+    for name, value in table.items():
+        if isinstance(name, str) and name and isinstance(value, str):
+            decoded = _base64(value)
+            if decoded is not None:
+                out[name] = decoded
+    return out
+
+
+def _parse_like_s3fs(text: str) -> dict[str, str]:
+    """s3fs's `parse_xattrs`: the pairs between the first `{` and the last
+    `}`, split at commas, each at its last colon, quotes taken off."""
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end <= start:
+        return {}
+    out = {}
+    for pair in text[start + 1:end].split(","):
+        name, sep, value = pair.rpartition(":")
+        name_text, value_text = _unquote_like_s3fs(name), _unquote_like_s3fs(value)
+        if sep and name_text is not None and value_text is not None:
+            out[name_text] = value_text
+    return out
+
+
+def _unquote_like_s3fs(text: str) -> str | None:
+    """s3fs's `takeout_str_dquart`: the text between the first and the last
+    double quote (None if that text holds another quote); unchanged without quotes."""
+    first = text.find('"')
+    if first < 0:
+        return text
+    last = text.rfind('"')
+    if last == first or '"' in text[first + 1:last]:
+        return None
+    return text[first + 1:last]
+
+
+def _base64(value: str) -> bytes | None:
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        return None
 
 
 def encode_xattrs(xattrs: dict[str, bytes], existing: dict[str, str]) -> dict[str, str]:
-    """Metadata with `xattr` set to these xattrs (or removed when empty)."""
+    """Metadata with `xattr` set to these xattrs (or removed when empty), byte
+    for byte as s3fs 1.97 writes it: names sorted and raw (s3fs builds the text
+    from a std::map without escaping), base64 values, and its URL encoding
+    (`urlEncodePath`: letters, digits and `.-_~/` stay). Only a name that
+    s3fs's format cannot carry (a quote, backslash, comma or control
+    character) is escaped as JSON: zosfs reads it back, s3fs skips it."""
     meta = dict(existing)
     if xattrs:
         table = {name: base64.b64encode(value).decode() for name, value in sorted(xattrs.items())}
-        meta["xattr"] = urllib.parse.quote(json.dumps(table, separators=(",", ":")), safe="")
+        text = json.dumps(table, ensure_ascii=False, separators=(",", ":"))
+        meta["xattr"] = urllib.parse.quote(text, safe="/")
     else:
         meta.pop("xattr", None)
     return meta

@@ -1,7 +1,12 @@
 """The object-store client layer: the only package in zosfs that speaks to the
 object store (and the only one that imports boto3)."""
 
-from zosfs.zos.client import (
+from zosfs.zos.client import ZosClient
+from zosfs.zos.errors import ZosError
+from zosfs.zos.http import FileRegion
+from zosfs.zos.probe import Capabilities, probe
+from zosfs.zos.stats import RequestStats
+from zosfs.zos.values import (
     Acl,
     Appended,
     ClientConfig,
@@ -9,20 +14,16 @@ from zosfs.zos.client import (
     Grant,
     ListEntry,
     ListPage,
+    ListToken,
     ObjectInfo,
     Part,
-    RequestStats,
     Retention,
     Upload,
     WriteOptions,
-    ZosClient,
     next_append_etag,
 )
-from zosfs.zos.errors import ZosError
-from zosfs.zos.http import FileRegion
-from zosfs.zos.probe import Capabilities, probe
 
 __all__ = [
-    "Acl", "Appended", "Capabilities", "ClientConfig", "DeleteFailure", "FileRegion", "Grant", "ListEntry", "ListPage",
+    "Acl", "Appended", "Capabilities", "ClientConfig", "DeleteFailure", "FileRegion", "Grant", "ListEntry", "ListPage", "ListToken",
     "ObjectInfo", "Part", "RequestStats", "Retention", "Upload", "WriteOptions", "ZosClient", "ZosError", "next_append_etag", "probe",
 ]

@@ -1,16 +1,28 @@
-"""One error type for everything the object store can say, and the table that
-turns ZOS error codes and HTTP statuses into errnos and plain messages.
+"""One error type for everything the object store can say; the table that
+turns ZOS error codes and HTTP statuses into errnos and plain messages; the
+translation of both transports' failures (an HTTP answer, a botocore
+exception) into it; and the policy for retrying (which failures are
+transient, how long to wait).
 
 Everything above the client layer sees only `ZosError`: the FUSE handlers
 return its `errno`, the CLI prints its `message`. The message never contains
 credentials: it is built from the operation, the key, the service's error code
-and a sentence from this table, never from the request.
+and a sentence from this table, never from the request. Keeping translation
+and retry policy here means the two transports cannot disagree on them.
 """
 
 from __future__ import annotations
 
 import errno as E
+import logging
+import random
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from zosfs.zos import wire
+
+log = logging.getLogger(__name__)
 
 # code -> (errno, what it means for the user). Covers the global error table of
 # the ZOS manual, the codes RGW adds (append, object lock) and the ones S3
@@ -111,16 +123,18 @@ CONNECTION_FAILED = "ConnectionFailed"
 TIMEOUT = "Timeout"
 NO_CREDENTIALS = "NoCredentials"
 CLIENT_BUG = "ClientError"
+BAD_ANSWER = "BadAnswer"
 
 TRANSPORT_TABLE: dict[str, tuple[int, str]] = {
     CONNECTION_FAILED: (E.EIO, "cannot reach the server"),
     TIMEOUT: (E.ETIMEDOUT, "the server did not answer in time"),
     NO_CREDENTIALS: (E.EACCES, "no credentials were given"),
     CLIENT_BUG: (E.EIO, "the request could not be made"),
+    BAD_ANSWER: (E.EIO, "the server's answer could not be read"),
 }
 
 # Failures after which the same request may succeed. Never used to retry an
-# append blindly: see zosfs.zos.client.ZosClient.append.
+# append blindly: see zosfs.zos.append.AppendRequests.append.
 TRANSIENT_CODES = frozenset(
     {
         "SlowDown",
@@ -181,3 +195,67 @@ def from_code(code: str, status: int | None, *, op: str = "", key: str = "", det
     if detail:
         text = f"{text}: {detail}"
     return ZosError(err, code or f"HTTP{status}", text, op=op, key=key, status=status)
+
+
+def bad_answer(op: str, key: str, detail: str) -> ZosError:
+    """The error for a successful answer this client cannot read or use."""
+    return from_code(BAD_ANSWER, None, op=op, key=key, detail=detail)
+
+
+def from_answer(
+    op: str, key: str, status: int, headers: Mapping[str, str], body: bytes | bytearray | memoryview,
+    append_position_header: str,
+) -> ZosError:
+    """Build a ZosError from a non-2xx answer of the lean HTTP path.
+
+    The body's XML gives the code (HEAD answers have none: the status
+    decides); an append refused for its position carries the real one in
+    `append_position_header`.
+    """
+    code = message = ""
+    if body:
+        try:
+            root = wire.xml(body)
+            code, message = wire.text(root, "Code"), wire.text(root, "Message")
+        except ET.ParseError:
+            pass
+    err = from_code(code, status, op=op, key=key)
+    pos = headers.get(append_position_header)
+    if pos is not None and pos.isdigit():
+        err.next_position = int(pos)
+    if message and code not in ("SignatureDoesNotMatch",):
+        log.debug("%s %r: server says %s: %s", op, key, code, message)
+    return err
+
+
+def from_boto(exc: BaseException, op: str, key: str) -> ZosError:
+    """Turn whatever botocore raised into a ZosError (never leaks secrets).
+
+    Anything that is not botocore's is re-raised: it is a bug here, not a
+    failure of the store."""
+    import botocore.exceptions as bx
+
+    if isinstance(exc, bx.ClientError):
+        resp = exc.response
+        status = resp.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = str(resp.get("Error", {}).get("Code") or "")
+        if op == "RestoreObject" and code == "InvalidArgument" and "multipart/form-data" in str(resp["Error"].get("Message")):
+            # RGW 16.2 has no RestoreObject: with V2 (or an unsigned payload) it
+            # takes the POST for a browser upload form; with SigV4 it says 501.
+            code, status = "NotImplemented", 501
+        return from_code("" if code.isdigit() else code, status, op=op, key=key)
+    if isinstance(exc, (bx.ReadTimeoutError, bx.ConnectTimeoutError)):
+        return from_code(TIMEOUT, None, op=op, key=key)
+    if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectionError)):
+        return from_code(CONNECTION_FAILED, None, op=op, key=key)
+    if isinstance(exc, bx.BotoCoreError):
+        # botocore's messages describe the request's shape, never the secret.
+        return from_code(CLIENT_BUG, None, op=op, key=key, detail=type(exc).__name__)
+    raise exc
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry number `attempt` + 1 of a transient failure.
+
+    Full jitter, as botocore's standard mode: random in [0, min(20, 0.1*2^n))."""
+    return random.random() * min(20.0, 0.1 * 2**attempt)

@@ -357,7 +357,27 @@ class HttpPool:
         self.idle.clear()
 
 
+# OpenSSL's reasons when the peer answered the handshake with something that
+# is not TLS at all: most often a plain-HTTP server addressed as https://.
+NOT_TLS = {"WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "HTTP_REQUEST", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"}
+
+
 def _reason(err: BaseException) -> str:
+    """Why a connection failed, in words a user can act on (never the name of
+    an internal class: trio wraps TLS failures in BrokenResourceError)."""
+    if isinstance(err, trio.BrokenResourceError) and err.__cause__ is not None:
+        err = err.__cause__
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return (f"the server's TLS certificate was not accepted ({err.verify_message}); "
+                "fix the certificate or, for a test server, use -o no_verify_ssl")
+    if isinstance(err, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+        return "the server closed the connection during the TLS handshake (is the endpoint http://, not https://?)"
+    if isinstance(err, ssl.SSLError):  # before OSError: its errno is OpenSSL's, not the system's
+        if err.reason in NOT_TLS:
+            return "the server does not speak TLS; the endpoint is probably http://, not https://"
+        return f"TLS handshake failed ({err.reason or err})"
     if isinstance(err, OSError) and err.errno is not None:
         return os.strerror(err.errno) if err.errno != errno.ECONNREFUSED else "connection refused"
-    return type(err).__name__
+    if isinstance(err, (trio.BrokenResourceError, trio.ClosedResourceError)):
+        return "the connection was broken"
+    return str(err) or type(err).__name__

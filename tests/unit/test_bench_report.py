@@ -1,0 +1,57 @@
+"""The benchmark report's targets table (issue 21) judges medians as the issue states them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.bench.report import build, targets
+
+MiB = 1 << 20
+
+
+def results(medians: dict[str, dict[str, float]], peak_rss: int | None = 100 * MiB) -> dict[str, Any]:
+    """Raw results with one value per (metric, contender), as bench.py records them."""
+    metrics = [{"name": name, "contenders": {who: {"values": [value], "failure": None} for who, value in by.items()}}
+               for name, by in medians.items()]
+    return build({"metrics": metrics, "contenders": {"zosfs": {"peak_rss": peak_rss, "version": "0.1.0"},
+                                                      "s3fs": {"version": "V1.97 with OpenSSL"}}})
+
+
+def verdicts(res: dict[str, Any]) -> dict[str, str]:
+    return {target: verdict for target, _, verdict in targets(res)}
+
+
+def find(rows: dict[str, str], start: str) -> str:
+    (verdict,) = [v for target, v in rows.items() if target.startswith(start)]
+    return verdict
+
+
+def test_ratios_below_their_floor_are_not_met_and_above_are_met() -> None:
+    rows = verdicts(results({
+        "ls_first": {"zosfs": 3.0, "s3fs": 5.0},              # 0.60 x s3fs's time: met (<= 0.67)
+        "par_read": {"zosfs": 520.0, "boto3": 800.0},         # 0.65 x boto3: not met (>= 0.8)
+        "seq_read_256_cold": {"zosfs": 700.0, "boto3": 800.0},  # 0.875: met
+        "seq_read_cold": {"zosfs": 636.0, "boto3": 800.0},    # 0.795: not met, also worse than 0.81 before
+        "seq_write": {"zosfs": 290.0, "boto3": 300.0},        # 0.967: worse than 0.98 before
+        "small_files": {"zosfs": 121.0, "boto3": 152.0},      # 0.796, 0.80 at two decimals: as before
+    }, peak_rss=170 * MiB))
+    assert find(rows, "ls -l first mount <= 0.67 x s3fs (V1.97)") == "met"
+    assert find(rows, "parallel cold read") == "**not met**"
+    assert find(rows, "cold read of the 256 MiB") == "met"
+    assert find(rows, "cold read of the 1 GiB") == "**not met**"
+    assert find(rows, "zosfs peak RSS <= 160 MiB") == "**not met**"
+    assert find(rows, "sequential write no worse") == "**not met**"
+    assert find(rows, "cold read no worse") == "**not met**"
+    assert find(rows, "small files no worse") == "met"
+
+
+def test_slow_ls_and_small_peak_rss() -> None:
+    rows = verdicts(results({"ls_first": {"zosfs": 3.5, "s3fs": 5.0}}, peak_rss=150 * MiB))  # 0.70 x
+    assert find(rows, "ls -l first mount") == "**not met**"
+    assert find(rows, "zosfs peak RSS") == "met"
+
+
+def test_targets_without_measurements_are_undecided() -> None:
+    rows = verdicts(results({"seq_write": {"zosfs": 300.0}}, peak_rss=None))
+    assert set(rows.values()) == {"?"}
+    assert len(rows) == 8

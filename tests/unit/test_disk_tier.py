@@ -1,0 +1,123 @@
+"""The disk tier in-process: cap, LRU order, rebuild by scan, checksums, renames, lock."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+import trio
+
+from zosfs.data.cache.disk import CacheLocked, DiskCache, open_disk_cache
+
+KiB = 1024
+MD5 = "0123456789abcdef0123456789abcdef"
+
+
+def run(cache: DiskCache, work) -> object:  # type: ignore[no-untyped-def]
+    """Run `work(cache)` with the cache's writer task, then let it drain."""
+    async def main() -> object:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cache.run)
+            result = await work(cache)
+            await cache.drain()
+            nursery.cancel_scope.cancel()
+        return result
+    return trio.run(main)
+
+
+def files_size(directory: Path) -> int:
+    return sum(p.stat().st_blocks * 512 for p in directory.iterdir())
+
+
+def test_many_puts_at_once_never_exceed_the_cap_and_evict_least_recently_used(tmp_path: Path) -> None:
+    cache = DiskCache(str(tmp_path), 1024 * KiB, "ns")
+    cache.scan()
+    blocks = {n: random.Random(n).randbytes(100 * KiB) for n in range(40)}
+    peak = 0
+
+    async def work(c: DiskCache) -> None:
+        nonlocal peak
+        async def one(n: int) -> None:
+            nonlocal peak
+            await c.wait_writable()
+            c.put(("k", MD5, n), blocks[n])
+            peak = max(peak, files_size(tmp_path))
+        async with trio.open_nursery() as nursery:
+            for n in range(40):
+                nursery.start_soon(one, n)
+
+    run(cache, work)
+    assert max(peak, files_size(tmp_path)) <= 1024 * KiB
+    held = [n for n in range(40) if cache.contains(("k", MD5, n))]
+    assert 5 <= len(held) < 10
+
+    async def read_back(c: DiskCache) -> list[bytes | None]:
+        return [await c.get(("k", MD5, n)) for n in held]
+    assert run(cache, read_back) == [blocks[n] for n in held]
+    cache.close()
+
+
+def test_a_scan_rebuilds_the_index_and_damaged_files_are_misses(tmp_path: Path) -> None:
+    cache = DiskCache(str(tmp_path), 10 * 1024 * KiB, "ns")
+    cache.scan()
+    data = [random.Random(n).randbytes(64 * KiB) for n in range(3)]
+
+    async def fill(c: DiskCache) -> None:
+        for n, d in enumerate(data):
+            c.put(("key", MD5, n), d)
+    run(cache, fill)
+    cache.close()
+    files = sorted(tmp_path.glob("*.blk"))
+    raw = bytearray(files[0].read_bytes())
+    raw[-1] ^= 0x80
+    files[0].write_bytes(raw)
+
+    again = DiskCache(str(tmp_path), 10 * 1024 * KiB, "ns")
+    again.scan()
+    assert all(again.contains(("key", MD5, n)) for n in range(3))
+
+    async def read(c: DiskCache) -> list[bytes | None]:
+        return [await c.get(("key", MD5, n)) for n in range(3)]
+    got = run(again, read)
+    broken = [n for n in range(3) if got[n] is None]
+    assert len(broken) == 1 and all(got[n] == data[n] for n in range(3) if n not in broken)
+    assert again.corrupt == 1 and not files[0].exists()
+    # Another namespace (another bucket) never sees these blocks.
+    again.close()
+    other = DiskCache(str(tmp_path), 10 * 1024 * KiB, "other")
+    other.scan()
+    assert not other.contains(("key", MD5, 1))
+    other.close()
+
+
+def test_rename_files_blocks_under_the_new_etag_and_forget_removes_them(tmp_path: Path) -> None:
+    cache = DiskCache(str(tmp_path), 10 * 1024 * KiB, "ns")
+    cache.scan()
+    new = MD5[:-1] + "0-2"
+
+    async def work(c: DiskCache) -> tuple[bytes | None, bytes | None]:
+        c.put(("k", MD5, 0), b"x" * 1000)
+        c.rename("k", MD5, new)
+        return await c.get(("k", MD5, 0)), await c.get(("k", new, 0))
+    assert run(cache, work) == (None, b"x" * 1000)
+    assert cache.etags("k") == {new: [(0, 1000)]}
+    cache.forget("k")
+
+    async def settle(c: DiskCache) -> None:
+        pass
+    run(cache, settle)
+    assert not list(tmp_path.glob("*.blk")) and cache.used == 0
+    cache.close()
+
+
+def test_a_second_owner_is_refused_clearly(tmp_path: Path) -> None:
+    first, why = open_disk_cache(str(tmp_path), 1024 * KiB, "ns")
+    assert first is not None and why == ""
+    with pytest.raises(CacheLocked, match=f"in use by another zosfs mount \\(pid {os.getpid()}\\)"):
+        DiskCache(str(tmp_path), 1024 * KiB, "ns")
+    second, why = open_disk_cache(str(tmp_path), 1024 * KiB, "ns")
+    assert second is None and "in use" in why
+    assert open_disk_cache(str(tmp_path / "x"), 0, "ns") == (None, "off (disk_cache_size=0)")
+    first.close()

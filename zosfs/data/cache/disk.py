@@ -1,0 +1,456 @@
+"""The disk tier: blocks as files in a directory, under a hard byte cap.
+
+One file per block, named `KEYHASH.ETAG.INDEX.blk`, where KEYHASH hashes the
+mount's namespace (endpoint, bucket, prefix) with the object key. A file is
+a small header (magic, format version, namespace and key, block index, data
+length, CRC32 of the data) and the data. Files are written under a temporary
+name and renamed into place, so a reader (or a crash) never sees a torn file
+under a block's name; no fsync: a block damaged by a power loss fails its
+checksum or its length check and is dropped and fetched again, never served.
+
+The index (which blocks exist, their sizes, their LRU order) lives in memory
+and is rebuilt at mount by listing the directory (the order from the files'
+mtimes, which a hit touches). Only the trio thread changes the index; it
+reserves room (evicting least recently used blocks) before a write is queued,
+so the files never exceed the cap, however many readers fill it at once.
+All file changes (writes, unlinks, renames) go through one queue served by
+one worker task, in batches, in a thread; reads of blocks run in threads.
+A lock file makes one mount at a time own the directory.
+"""
+
+from __future__ import annotations
+
+import collections
+import fcntl
+import hashlib
+import logging
+import os
+import re
+import struct
+import zlib
+from typing import Any
+
+import trio
+
+from zosfs.data.cache.base import Block, BlockId, DataCache
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"ZOSFSBLK"
+VERSION = 1
+HEADER = struct.Struct("<8sHHIQQI")  # magic, version, 0, name length, block index, data length, crc32
+ALLOC = 4096  # what a file costs on disk is rounded up to this (what du counts)
+SLACK = 64 * 1024  # room kept for the directory itself and the lock file
+DEFAULT_FRACTION = 0.10  # of the free space, when no cap is given
+DEFAULT_CEILING = 16 * 1024**3
+PENDING_WRITES = 4  # blocks queued for writing at most (their memory is beyond the memory budget)
+WRITABLE_WAIT = 5.0  # seconds a fetch waits for the disk to catch up before its block skips the disk
+ETAG_RE = re.compile(r"[0-9a-f]{32}(-[0-9]+)?")
+NAME_RE = re.compile(r"([0-9a-f]{40})\.([0-9a-f]{32}(?:-[0-9]+)?)\.([0-9]+)\.blk")
+
+Entry = tuple[str, str, int]  # key hash, ETag, block index
+
+
+class CacheLocked(Exception):
+    """Another process owns the disk cache directory."""
+
+
+def default_cap(directory: str, held: int) -> int:
+    """The cap when none is given: a tenth of the space the cache could use
+    (what is free on its filesystem plus what it holds), at most 16 GiB."""
+    st = os.statvfs(directory)
+    return int(min(DEFAULT_CEILING, (st.f_bavail * st.f_frsize + held) * DEFAULT_FRACTION))
+
+
+def _charge(nbytes: int) -> int:
+    return -(-nbytes // ALLOC) * ALLOC
+
+
+class DiskCache(DataCache):
+    """Blocks in files under `directory`, at most `cap` bytes of them
+    (cap < 0: `default_cap`, decided by `scan`)."""
+
+    def __init__(self, directory: str, cap: int, namespace: str) -> None:
+        self.directory = directory
+        self._cap = cap
+        self.namespace = namespace
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        self._lock = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(self._lock, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self._lock)
+            raise CacheLocked(f"disk cache {directory} is in use by another zosfs mount (pid {owner})") from None
+        os.ftruncate(self._lock, 0)
+        os.pwrite(self._lock, f"{os.getpid()}\n".encode(), 0)
+        # Index: entry -> (data length, bytes charged), least recently used first.
+        self._lru: collections.OrderedDict[Entry, tuple[int, int]] = collections.OrderedDict()
+        self._by_key: dict[str, dict[str, set[int]]] = {}  # key hash -> ETag -> block indexes
+        self.used = 0  # bytes charged for indexed and queued blocks
+        self._jobs: collections.deque[tuple[str, Any]] = collections.deque()
+        self._wake = trio.Event()
+        self._idle = trio.Event()
+        self._idle.set()
+        self._pending_writes = 0
+        self._written = trio.Event()  # set whenever queued writes were done
+        self._unsettled: collections.Counter[Entry] = collections.Counter()  # entries whose file is not in place yet
+        self._readers = trio.CapacityLimiter(4)
+        self.hits = self.misses = self.bytes_served = self.bytes_written = 0
+        self.corrupt = self.evicted = self.skipped = 0
+
+    # -- setup ------------------------------------------------------------------------
+
+    def scan(self) -> None:
+        """Rebuild the index from the directory (blocking: run it in a thread
+        before serving). Leftover temporary files are removed; blocks beyond
+        the cap (it was lowered) are evicted."""
+        found = []
+        with os.scandir(self.directory) as it:
+            for e in it:
+                if e.name.startswith(".tmp-"):
+                    _unlink(e.path)
+                    continue
+                m = NAME_RE.fullmatch(e.name)
+                if m is None:
+                    continue
+                try:
+                    st = e.stat()
+                except FileNotFoundError:
+                    continue
+                length = _data_length(e.path, st.st_size)
+                if length is None:
+                    _unlink(e.path)  # not a whole block file: a torn write
+                    continue
+                entry = (m.group(1), m.group(2), int(m.group(3)))
+                found.append((st.st_mtime_ns, entry, length, st.st_size))
+        found.sort()
+        for _, entry, length, nbytes in found:
+            self._index(entry, length, _charge(nbytes))
+        if self._cap < 0:
+            self._cap = default_cap(self.directory, self.used)
+        victims = self._make_room(0)
+        for entry in victims:
+            _unlink(self._path(entry))
+
+    def close(self) -> None:
+        os.close(self._lock)
+
+    # -- names ------------------------------------------------------------------------
+
+    def _name(self, key: str) -> bytes:
+        return self.namespace.encode() + b"\0" + key.encode("utf-8", "surrogateescape")
+
+    def _hash(self, key: str) -> str:
+        return hashlib.sha256(self._name(key)).hexdigest()[:40]
+
+    def _path(self, entry: Entry) -> str:
+        return os.path.join(self.directory, f"{entry[0]}.{entry[1]}.{entry[2]}.blk")
+
+    def _entry(self, bid: BlockId) -> Entry | None:
+        key, etag, n = bid
+        if not ETAG_RE.fullmatch(etag):
+            return None  # not an ETag we can name a file by (none, or not an MD5): memory only
+        return self._hash(key), etag, n
+
+    # -- index ------------------------------------------------------------------------
+
+    def _index(self, entry: Entry, length: int, charged: int) -> None:
+        self._lru[entry] = (length, charged)
+        self.used += charged
+        self._by_key.setdefault(entry[0], {}).setdefault(entry[1], set()).add(entry[2])
+
+    def _unindex(self, entry: Entry) -> None:
+        length, charged = self._lru.pop(entry)
+        self.used -= charged
+        versions = self._by_key[entry[0]]
+        versions[entry[1]].discard(entry[2])
+        if not versions[entry[1]]:
+            del versions[entry[1]]
+            if not versions:
+                del self._by_key[entry[0]]
+
+    def _make_room(self, nbytes: int) -> list[Entry]:
+        """Evict least recently used blocks until `nbytes` more fit."""
+        victims = []
+        limit = self._cap - SLACK
+        while self._lru and self.used + nbytes > limit:
+            entry = next(iter(self._lru))
+            self._unindex(entry)
+            victims.append(entry)
+            self.evicted += 1
+        return victims
+
+    # -- DataCache --------------------------------------------------------------------
+
+    def contains(self, bid: BlockId) -> bool:
+        entry = self._entry(bid)
+        return entry is not None and entry in self._lru
+
+    def peek(self, bid: BlockId) -> Block | None:
+        return None  # a block on disk always costs I/O
+
+    async def get(self, bid: BlockId) -> Block | None:
+        entry = self._entry(bid)
+        if entry is None or entry not in self._lru:
+            self.misses += 1
+            return None
+        with trio.move_on_after(WRITABLE_WAIT):
+            while entry in self._unsettled:  # its file is still being written or renamed
+                await self._settled_event().wait()
+        if entry not in self._lru:
+            self.misses += 1
+            return None
+        self._lru.move_to_end(entry)
+        length = self._lru[entry][0]
+        async with self._readers:
+            data, problem = await trio.to_thread.run_sync(self._read, entry, self._name(bid[0]), length)
+        if data is None:
+            if problem and entry in self._lru:
+                log.warning("disk cache: dropped block %d of %r: %s; fetching it again", bid[2], bid[0], problem)
+                self.corrupt += 1
+                self._unindex(entry)
+                self._queue("unlink", [entry])
+            self.misses += 1
+            return None
+        self.hits += 1
+        self.bytes_served += len(data)
+        return data
+
+    def _read(self, entry: Entry, name: bytes, length: int) -> tuple[bytearray | None, str]:
+        """Read and check one block file (in a thread): (data, "") or (None, why)."""
+        path = self._path(entry)
+        try:
+            with open(path, "rb", buffering=0) as f:
+                head = f.read(HEADER.size + len(name))
+                data = bytearray(length)
+                got = f.readinto(data)
+                extra = f.read(1)
+            os.utime(path)  # the LRU order that the next mount rebuilds
+        except FileNotFoundError:
+            return None, ""  # renamed or evicted meanwhile: a plain miss
+        except OSError as err:
+            return None, f"unreadable ({err.strerror})"
+        if len(head) < HEADER.size:
+            return None, "truncated header"
+        magic, version, _, name_len, index, data_len, crc = HEADER.unpack_from(head)
+        if magic != MAGIC or version != VERSION:
+            return None, "not a block file of this version"
+        if head[HEADER.size:] != name or name_len != len(name) or index != entry[2]:
+            return None, "header names another block"
+        if data_len != length or got != length or extra:
+            return None, "wrong length (torn write)"
+        if zlib.crc32(data) != crc:
+            return None, "checksum mismatch"
+        return data, ""
+
+    def put(self, bid: BlockId, data: Block) -> None:
+        entry = self._entry(bid)
+        if entry is None:
+            return
+        known = self._lru.get(entry)
+        if known is not None and known[0] == len(data):
+            self._lru.move_to_end(entry)
+            return
+        charged = _charge(HEADER.size + len(self._name(bid[0])) + len(data))
+        if charged > self._cap - SLACK or self._pending_writes >= PENDING_WRITES:
+            self.skipped += 1  # too big, or the disk is behind: this block stays in memory only
+            return
+        if known is not None:
+            self._unindex(entry)  # replaced (the prefix of an appended object grew)
+            self._queue("unlink", [entry])  # before the new file is written: never both on disk
+        victims = self._make_room(charged)
+        if victims:
+            self._queue("unlink", victims)
+        self._index(entry, len(data), charged)
+        self._pending_writes += 1
+        self._queue("write", (entry, self._name(bid[0]), data))
+
+    def _settled_event(self) -> trio.Event:
+        """Set when the worker finishes its current batch."""
+        if self._written.is_set():
+            self._written = trio.Event()
+        return self._written
+
+    async def wait_writable(self) -> None:
+        with trio.move_on_after(WRITABLE_WAIT):
+            while self._pending_writes >= PENDING_WRITES:
+                await self._settled_event().wait()
+
+    def forget(self, key: str, etag: str | None = None) -> int:
+        khash = self._hash(key)
+        versions = self._by_key.get(khash, {})
+        doomed = [(khash, e, n) for e in ([etag] if etag is not None else list(versions)) for n in versions.get(e, ())]
+        for entry in doomed:
+            self._unindex(entry)
+        if doomed:
+            self._queue("unlink", doomed)
+        return len(doomed)
+
+    def etags(self, key: str) -> dict[str, list[tuple[int, int]]]:
+        khash = self._hash(key)
+        return {e: sorted((n, self._lru[(khash, e, n)][0]) for n in ns) for e, ns in self._by_key.get(khash, {}).items()}
+
+    def rename(self, key: str, old_etag: str, new_etag: str) -> None:
+        if not ETAG_RE.fullmatch(new_etag):
+            self.forget(key, old_etag)
+            return
+        khash = self._hash(key)
+        moves = []
+        for n in sorted(self._by_key.get(khash, {}).get(old_etag, ())):
+            old, new = (khash, old_etag, n), (khash, new_etag, n)
+            length, charged = self._lru[old]
+            self._unindex(old)
+            if new in self._lru:
+                self._queue("unlink", [old])  # the new version has this block already
+                continue
+            self._index(new, length, charged)
+            moves.append((old, new))
+        if moves:
+            self._queue("rename", moves)
+
+    @property
+    def size(self) -> int:
+        return self.used
+
+    @property
+    def blocks(self) -> int:
+        return len(self._lru)
+
+    @property
+    def cap(self) -> int:
+        return self._cap
+
+    def stats(self) -> dict[str, Any]:
+        lookups = self.hits + self.misses
+        return {
+            "enabled": True, "directory": self.directory, "bytes": self.used, "cap": self._cap,
+            "blocks": self.blocks, "hits": self.hits, "misses": self.misses,
+            "hit_ratio": round(self.hits / lookups, 3) if lookups else None,
+            "bytes_served": self.bytes_served, "bytes_written": self.bytes_written,
+            "evicted": self.evicted, "corrupt": self.corrupt, "skipped": self.skipped,
+        }
+
+    # -- the worker -------------------------------------------------------------------
+
+    def _queue(self, kind: str, what: Any) -> None:
+        self._unsettled.update(_touched(kind, what))
+        self._jobs.append((kind, what))
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Apply queued file changes, in order, a batch per thread call."""
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            while self._jobs:
+                batch = []
+                while self._jobs and len(batch) < 16:
+                    batch.append(self._jobs.popleft())
+                try:
+                    written = await trio.to_thread.run_sync(self._apply, batch)
+                finally:
+                    self._pending_writes -= sum(1 for kind, _ in batch if kind == "write")
+                    for kind, what in batch:
+                        self._unsettled.subtract(_touched(kind, what))
+                    self._unsettled = +self._unsettled  # (drops the zeros)
+                    self._written.set()
+                for entry, ok, nbytes in written:
+                    if ok:
+                        self.bytes_written += nbytes
+                    elif entry in self._lru:
+                        self._unindex(entry)  # the write failed (disk full?): no such block
+            self._idle.set()
+
+    async def drain(self) -> None:
+        """Wait until every queued change is on disk."""
+        await self._idle.wait()
+
+    def _apply(self, batch: list[tuple[str, Any]]) -> list[tuple[Entry, bool, int]]:
+        """Do a batch of queued file changes (in a thread)."""
+        written = []
+        for kind, what in batch:
+            if kind == "unlink":
+                for entry in what:
+                    _unlink(self._path(entry))
+            elif kind == "rename":
+                for old, new in what:
+                    try:
+                        os.rename(self._path(old), self._path(new))
+                    except OSError:
+                        pass  # gone: a read of it is a miss
+            else:
+                entry, name, data = what
+                written.append((entry, self._write(entry, name, data), len(data)))
+        return written
+
+    def _write(self, entry: Entry, name: bytes, data: Block) -> bool:
+        tmp = os.path.join(self.directory, f".tmp-{entry[0]}.{entry[2]}.{os.getpid()}")
+        header = HEADER.pack(MAGIC, VERSION, 0, len(name), entry[2], len(data), zlib.crc32(data))
+        try:
+            with open(tmp, "wb", buffering=0) as f:
+                f.write(header + name)
+                f.write(data)
+            os.rename(tmp, self._path(entry))
+            return True
+        except OSError as err:
+            log.warning("disk cache: cannot write a block: %s", err)
+            _unlink(tmp)
+            return False
+
+
+def _touched(kind: str, what: Any) -> list[Entry]:
+    """The entries whose files a queued job puts in place."""
+    if kind == "write":
+        return [what[0]]
+    if kind == "rename":
+        return [new for _, new in what]
+    return []
+
+
+def _data_length(path: str, file_size: int) -> int | None:
+    """The data length a block file's header gives, if it matches the file's size."""
+    try:
+        with open(path, "rb", buffering=0) as f:
+            head = f.read(HEADER.size)
+    except OSError:
+        return None
+    if len(head) < HEADER.size:
+        return None
+    magic, version, _, name_len, _, data_len, _ = HEADER.unpack(head)
+    if magic != MAGIC or version != VERSION or HEADER.size + name_len + data_len != file_size:
+        return None
+    return int(data_len)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        log.warning("disk cache: cannot remove %s: %s", path, err.strerror)
+
+
+def open_disk_cache(directory: str, cap: int, namespace: str) -> tuple[DiskCache | None, str]:
+    """The disk cache of a mount, scanned and ready (blocking: run it in a
+    thread), or None and why not (turned off, or owned by another mount)."""
+    if cap == 0:
+        return None, "off (disk_cache_size=0)"
+    try:
+        cache = DiskCache(directory, cap, namespace)
+    except CacheLocked as err:
+        log.warning("%s: this mount runs without a disk cache (give it its own: -o disk_cache=DIR)", err)
+        return None, str(err)
+    except OSError as err:
+        log.warning("disk cache %s unusable (%s): this mount runs without one", directory, err.strerror)
+        return None, f"{directory}: {err.strerror}"
+    try:
+        cache.scan()
+    except OSError as err:
+        cache.close()
+        log.warning("disk cache %s unreadable (%s): this mount runs without one", directory, err.strerror)
+        return None, f"{directory}: {err.strerror}"
+    log.info("disk cache %s: %d blocks, %.1f of %.1f MiB", directory, cache.blocks, cache.used / 2**20, cache.cap / 2**20)
+    return cache, ""

@@ -1,0 +1,264 @@
+"""Changes to names: mkdir, create, symlink, unlink, rmdir, rename.
+
+Each change is made on the server (or queued, for deletes) and then applied
+to the inode table, the listing, the negative answers and the metadata
+cache at once, so that this mount never contradicts itself. Rename is
+copy-then-delete, copies first, so an interruption leaves duplicates, never
+losses. Kept apart from lookup.py and readdir.py because these are the only
+operations that modify the bucket's names, and their ordering rules (settle
+queued deletes first, copy before delete, refuse locked objects) belong
+together.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import stat
+import time
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from zosfs.fserror import FsError
+from zosfs.namespace import names
+from zosfs.namespace.attributes import DIR_CONTENT_TYPE, explicit_grants
+from zosfs.namespace.inodes import Inode
+from zosfs.namespace.listing import Entry, Listing
+from zosfs.namespace.metadata import Attrs, encode
+from zosfs.zos import WriteOptions, ZosError
+
+if TYPE_CHECKING:
+    from zosfs.namespace.tree import Namespace
+
+log = logging.getLogger(__name__)
+
+RENAME_CONCURRENCY = 16
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+
+class Changes:
+    """Creating, deleting and renaming names."""
+
+    def __init__(self, ns: Namespace) -> None:
+        self.ns = ns
+        self.table = ns.table
+        self.zos = ns.zos
+        self.metacache = ns.metacache
+        self.deletes = ns.deletes
+
+    def _check_new(self, parent: Inode, name: str, is_dir: bool) -> str:
+        """The key for a new name; EEXIST if this mount knows the name exists."""
+        base = self.ns.child_key_base(parent, name)
+        if is_dir:
+            names.check_key(base + "/")
+        existing = self.table.child(parent.ino, name)
+        if existing is not None and not existing.gone:
+            raise FsError(errno.EEXIST)
+        return base
+
+    def _added(self, parent: Inode, inode: Inode) -> None:
+        """Tell the caches about a name this mount created or moved here."""
+        ns = self.ns
+        ns.changed_at[inode.ino] = time.monotonic()
+        ns.negative.discard(parent.ino, inode.name)
+        listing = ns.listings.get(parent.ino)
+        if listing is not None:
+            listing.put(Entry(inode.name, inode.is_dir, inode.size, inode.etag))
+        inode.fresh_until = ns.refresh_deadline()
+
+    def _removed(self, parent: Inode, inode: Inode, name: str) -> None:
+        listing = self.ns.listings.get(parent.ino)
+        if listing is not None:
+            listing.remove(name)
+        self.ns.negative.add(parent.ino, name)
+
+    # -- creation ----------------------------------------------------------------
+
+    async def mkdir(self, parent: Inode, name: str, mode: int, uid: int, gid: int) -> Inode:
+        """A new directory, stored as a marker object `name/`."""
+        key = self._check_new(parent, name, True) + "/"
+        t = time.time_ns()
+        attrs = Attrs(stat.S_IFDIR | stat.S_IMODE(mode), uid, gid, t, t)
+        meta = encode(attrs)
+        etag = await self.zos.put(key, b"", WriteOptions(metadata=meta, content_type=DIR_CONTENT_TYPE))
+        inode = self.table.add(parent, name, attrs)
+        inode.remote, inode.etag, inode.meta, inode.meta_known = True, etag, meta, True
+        inode.content_type = DIR_CONTENT_TYPE
+        inode.tags = {}
+        self.ns.dir_meta.pop(key, None)
+        empty = Listing(key)
+        empty.has_marker = True
+        empty.finish()
+        self.ns.listings[inode.ino] = empty
+        self.ns.dir_sizes[inode.ino] = 0
+        self._added(parent, inode)
+        return inode
+
+    async def create_file(self, parent: Inode, name: str, mode: int, uid: int, gid: int) -> Inode:
+        """A new, empty file that exists only here until its first upload."""
+        key = self._check_new(parent, name, False)
+        await self.deletes.settle(key)  # an earlier file of that name must be gone first
+        t = time.time_ns()
+        inode = self.table.add(parent, name, Attrs(stat.S_IFREG | stat.S_IMODE(mode), uid, gid, t, t))
+        inode.meta_known = True
+        inode.tags = {}
+        self._added(parent, inode)
+        return inode
+
+    async def symlink(self, parent: Inode, name: str, target: str, uid: int, gid: int) -> Inode:
+        """A symlink, stored as s3fs does: the target as the body, S_IFLNK in the mode."""
+        key = self._check_new(parent, name, False)
+        await self.deletes.settle(key)
+        t = time.time_ns()
+        attrs = Attrs(stat.S_IFLNK | 0o777, uid, gid, t, t)
+        meta = encode(attrs)
+        body = target.encode("utf-8", "surrogateescape")
+        etag = await self.zos.put(key, body, WriteOptions(metadata=meta))
+        inode = self.table.add(parent, name, attrs)
+        inode.remote, inode.etag, inode.meta, inode.meta_known = True, etag, meta, True
+        inode.size, inode.target, inode.tags = len(body), target, {}
+        self.ns.remember(key, inode)
+        self._added(parent, inode)
+        return inode
+
+    # -- deletion -------------------------------------------------------------------
+
+    async def unlink(self, parent: Inode, name: str) -> Inode:
+        """Delete a file or symlink. Returns the unlinked inode (which lives on
+        while open). The delete itself is queued and batched (see deletes.py),
+        except in object-lock buckets, where a refusal must reach the caller."""
+        ns = self.ns
+        inode = self.table.child(parent.ino, name)
+        if inode is None or inode.gone or not (inode.remote or inode.fresh()):
+            inode = await ns.lookup(parent, name)  # (an inode from readdir needs no metadata here)
+        if inode.is_dir:
+            raise FsError(errno.EISDIR)
+        await ns.check_unlocked(inode, "delete")
+        key = ns.key(inode)
+        if inode.remote and ns.object_lock:
+            await self._delete(key)
+        elif inode.remote:
+            self.deletes.add(key)
+        self.metacache.forget(key)
+        self.table.detach(inode)
+        self._removed(parent, inode, name)
+        return inode
+
+    async def _delete(self, key: str) -> None:
+        try:
+            await self.zos.delete(key)
+        except ZosError as err:
+            if err.errno != errno.ENOENT:
+                raise
+
+    async def rmdir(self, parent: Inode, name: str) -> None:
+        """Delete an empty directory's marker (ENOTEMPTY if any key is below it)."""
+        inode = await self.ns.lookup(parent, name)
+        await self.deletes.settle(prefix=self.table.prefix(inode))  # rm -r: the files first
+        if not inode.is_dir:
+            raise FsError(errno.ENOTDIR)
+        if any(not child.remote or child.writer is not None for child in self.table.children(inode)):
+            raise FsError(errno.ENOTEMPTY)
+        prefix = self.table.prefix(inode)
+        page = await self.zos.list(prefix, None, max_keys=2)
+        if any(e.key != prefix for e in page.entries) or page.prefixes:
+            raise FsError(errno.ENOTEMPTY)
+        if page.entries:
+            await self._delete(prefix)
+        self.ns.listings.pop(inode.ino, None)
+        self.ns.dir_meta.pop(prefix, None)
+        self.table.detach(inode)
+        self._removed(parent, inode, name)
+
+    # -- rename -----------------------------------------------------------------------
+
+    async def rename(self, src_parent: Inode, src_name: str, dst_parent: Inode, dst_name: str, flags: int) -> Inode:
+        """Rename by copy-then-delete (files) or by moving every key below a
+        directory, copies first, so an interruption leaves duplicates, never
+        losses. The caller flushes unwritten data first."""
+        ns = self.ns
+        if flags & RENAME_EXCHANGE:
+            raise FsError(errno.EINVAL, "RENAME_EXCHANGE is not supported: two objects cannot be swapped atomically")
+        src = await ns.lookup(src_parent, src_name)
+        dst_base = ns.child_key_base(dst_parent, dst_name)
+        await self.deletes.settle(dst_base)  # a deleted file of that name must not outlive the copy
+        try:
+            dst: Inode | None = await ns.lookup(dst_parent, dst_name)
+        except FsError as err:
+            if err.errno != errno.ENOENT:
+                raise
+            dst = None
+        if dst is src:
+            return src
+        if dst is not None and flags & RENAME_NOREPLACE:
+            raise FsError(errno.EEXIST)
+        await ns.check_unlocked(src, "rename")
+        if dst is not None:
+            await ns.check_unlocked(dst, "replacing it by rename")
+        if src.is_dir:
+            if dst is not None and not dst.is_dir:
+                raise FsError(errno.ENOTDIR)
+            if dst_parent is src or self.table.is_below(dst_parent, src):
+                raise FsError(errno.EINVAL, "cannot move a directory into itself")
+            if dst is not None:
+                await self.rmdir(dst_parent, dst_name)  # ENOTEMPTY unless empty, as POSIX says
+            names.check_key(dst_base + "/")
+            await self._move_tree(self.table.prefix(src), dst_base + "/")
+            ns.listings.pop(src.ino, None)
+        else:
+            if dst is not None and dst.is_dir:
+                raise FsError(errno.EISDIR)
+            src_key = ns.key(src)
+            if src.remote:
+                etag = await self.zos.copy(src_key, dst_base, size=src.size, grants=explicit_grants(await ns.acl(src)))
+                await self._delete(src_key)
+                if etag:
+                    src.etag = etag
+                self.metacache.forget(src_key)
+            if dst is not None:
+                self.metacache.forget(dst_base)
+        self._removed(src_parent, src, src_name)
+        if dst is not None:
+            self.table.detach(dst)
+        self.table.move(src, dst_parent, dst_name)
+        ns.remember(dst_base, src)
+        self._added(dst_parent, src)
+        return src
+
+    async def _move_tree(self, src_prefix: str, dst_prefix: str) -> None:
+        await self.deletes.settle(prefix=src_prefix)  # deleted files must not move along
+        objects = []
+        async for page in self.zos.list_all(src_prefix, None):
+            objects += page.entries
+        for obj in objects:
+            names.check_key(dst_prefix + obj.key[len(src_prefix):])
+        if self.ns.object_lock:
+            await self.ns.attributes.check_tree_unlocked(objects)
+        slots = trio.Semaphore(RENAME_CONCURRENCY)
+        failures: list[ZosError] = []
+
+        async def copy_one(obj: Any) -> None:
+            async with slots:
+                try:
+                    # A copy would get the default ACL: carry each object's own.
+                    grants = explicit_grants(await self.zos.get_acl(obj.key))
+                    await self.zos.copy(obj.key, dst_prefix + obj.key[len(src_prefix):], size=obj.size, grants=grants)
+                except ZosError as err:
+                    failures.append(err)
+
+        async with trio.open_nursery() as nursery:
+            for obj in objects:
+                nursery.start_soon(copy_one, obj)
+        if failures:
+            log.error("moving %r to %r: %d of %d copies failed (first: %s); the source is untouched",
+                      src_prefix, dst_prefix, len(failures), len(objects), failures[0])
+            raise failures[0]
+        for failure in await self.zos.delete_many(o.key for o in objects):
+            log.error("moved %r, but could not delete the original %r: %s (%s)",
+                      src_prefix, failure.key, failure.message, failure.code)
+        for obj in objects:
+            self.metacache.forget(obj.key)
+        for marker in [k for k in self.ns.dir_meta if k.startswith(src_prefix)]:
+            self.ns.dir_meta.pop(marker, None)  # those markers are gone
