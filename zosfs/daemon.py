@@ -396,6 +396,8 @@ class Mount:
                     nursery.start_soon(self._signals, writes)
                     nursery.start_soon(ns.deletes.run)
                     if leftovers:
+                        log.info("recovering %d file(s) an earlier run left in %s, in the background",
+                                 len(leftovers), staging.directory)
                         nursery.start_soon(self._recover, zos, staging, leftovers)
                     if disk is not None:
                         nursery.start_soon(disk.run)
@@ -422,8 +424,6 @@ class Mount:
 
     async def _recover(self, zos: ZosClient, staging: Staging, leftovers: list[dict[str, Any]]) -> None:
         """Recover what an earlier run left in staging, while the mount serves."""
-        log.info("recovering %d file(s) an earlier run left in %s, in the background", len(leftovers),
-                 staging.directory)
         await recover(zos, staging, leftovers)
         log.info("recovery of %s finished", staging.directory)
 

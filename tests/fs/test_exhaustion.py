@@ -202,6 +202,8 @@ def test_a_stalled_server_turns_into_eio_within_write_deadline(
     assert kept, m.tail(40)
     with open(kept[-1], "rb") as staged:
         assert staged.read(len(data)) == data
+    said = "no object of it" if case == "new" else "the object as it was before these changes"
+    assert f"The bucket holds {said}" in m.log_text(), m.tail(40)
     # umount ends within flush_timeout even with the server still stalled.
     start = time.monotonic()
     m.unmount()
@@ -212,7 +214,7 @@ def test_a_stalled_server_turns_into_eio_within_write_deadline(
     else:
         assert "f" not in [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
     # A new mount comes up at once and recovers in the background.
-    m2 = make_mount(bucket, options={"cache_dir": str(m.cache_dir)})
+    m2 = make_mount(bucket, endpoint=proxy.endpoint, options={"cache_dir": str(m.cache_dir)})
     deadline_at = time.monotonic() + 30
     while "recovery of" not in m2.log_text() and time.monotonic() < deadline_at:
         time.sleep(0.2)

@@ -183,8 +183,9 @@ class StagedFile:
             except FileNotFoundError:
                 pass
 
-    def keep(self, reason: str) -> None:
-        """Leave the data on disk for recovery and say where it is."""
+    def keep(self, reason: str, bucket: str = "") -> None:
+        """Leave the data on disk for recovery and say where it is, and
+        (`bucket`) what the bucket holds of it."""
         self.write_journal(state="failed", reason=reason)
         self.close()
         appended = self.record.get("appended")
@@ -198,8 +199,8 @@ class StagedFile:
                    f"the rest follows from byte {appended} on.")
         else:
             how = "Copy it back into the mount or upload it with any S3 tool."
-        log.error("the data of %r could not be uploaded (%s); it is kept in %s (journal %s). %s",
-                  self.key, reason, self.path, self.journal, how)
+        log.error("the data of %r could not be uploaded (%s); it is kept in %s (journal %s).%s %s",
+                  self.key, reason, self.path, self.journal, f" {bucket}." if bucket else "", how)
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -42,6 +42,7 @@ class WritePath:
         self.part_slots = trio.Semaphore(opts.upload_concurrency)
         self.nursery: trio.Nursery | None = None
         self.writers: set[Writer] = set()
+        self.stopped = False  # flush_all began: no change is taken any more (it could reach no upload)
         self._versions: weakref.WeakKeyDictionary[Inode, int] = weakref.WeakKeyDictionary()
 
     def append_unavailable(self, err: ZosError) -> None:
@@ -83,15 +84,24 @@ class WritePath:
 
     async def open_truncated(self, inode: Inode) -> None:
         """open() with O_TRUNC: the file is empty from now on."""
+        self.check_open()
         if inode.writer is None:
             self._new_writer(inode, truncate=True)
         else:
             await inode.writer.truncate(0)
 
+    def check_open(self) -> None:
+        """Refuse a change once the mount is stopping: its writer is closed,
+        and a new staging file would be left behind as if data were lost."""
+        if self.stopped:
+            raise FsError(errno.EIO, "the mount is being unmounted: no more changes are taken")
+
     async def write(self, inode: Inode, offset: int, data: bytes) -> int:
+        self.check_open()
         return await self.writer(inode).write(offset, data)
 
     async def truncate(self, inode: Inode, size: int) -> None:
+        self.check_open()
         await self.writer(inode).truncate(size)
         if not inode.opens:
             await self.release(inode)  # truncate(2) of a file no one has open: no close will store it
@@ -189,6 +199,7 @@ class WritePath:
         """Flush every writer (unmount, SIGTERM); returns those that failed or
         did not finish by `deadline` (trio time)."""
         failed: list[Inode] = []
+        self.stopped = True
         with trio.move_on_at(deadline):
             for writer in list(self.writers):
                 try:

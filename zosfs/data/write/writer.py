@@ -123,6 +123,7 @@ class Writer(FileState):
         await staging.reserve(len(data), self.path.make_room, deadline)
         try:
             await self.parts.before_change(offset)
+            self.path.check_open()  # (the mount may have begun to stop while this waited)
         except BaseException:
             staging.release(len(data))
             raise
@@ -272,6 +273,9 @@ class Writer(FileState):
         except (ZosError, FsError) as err:
             self.error = err
             log.warning("background upload of %r failed (flush will retry): %s", self.key_at_start, err)
+        except OSError as err:  # (reading staging: local, never the server's fault)
+            self.error = self.path.staging.local_error(err, f"reading the staged data of {self.key_at_start!r}")
+            log.warning("background upload of %r failed (flush will retry): %s", self.key_at_start, self.error.message)
         except Exception as err:  # a bug must not end the mount: flush retries and reports
             self.error = FsError(errno.EIO, f"background upload of {self.key_at_start!r}: {err!r}")
             log.exception("background upload of %r failed unexpectedly (flush will retry)", self.key_at_start)
@@ -337,6 +341,17 @@ class Writer(FileState):
         multipart upload that a background task began but nothing completed."""
         await finish(self)
 
+    def bucket_holds(self) -> str:
+        """What the bucket holds of this file now, for the log of a failure."""
+        if self.mode is self.appends and self.appends.remote_len:
+            return f"The bucket holds its first {self.appends.remote_len} bytes (appended), not the rest"
+        if not self.inode.remote:
+            return "The bucket holds no object of it under that key"
+        # (A replacement is made only whole: by one PUT or a completed multipart upload.)
+        return ("The bucket holds the object as it was before these changes (unless the last request, cut off "
+                "unanswered, reached the server: compare its ETag)" if self.timed_out is not None
+                else "The bucket holds the object as it was before these changes")
+
     def close(self, keep_reason: str | None = None) -> None:
         """Drop the staging file; with a reason, keep it for recovery instead."""
         self.appends.stop()
@@ -344,7 +359,7 @@ class Writer(FileState):
             if keep_reason is None:
                 self.staged.discard()
             else:
-                self.staged.keep(keep_reason)
+                self.staged.keep(keep_reason, self.bucket_holds())
             self.staged = None
         self.path.staging.release(self.charged)
         self.charged = 0
