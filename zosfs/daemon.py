@@ -89,6 +89,7 @@ class Mount:
         self.feed_client: ZosClient | None = None
         self.feed_requests = FeedRequests()
         self.stopping = False
+        self.stop_deadline: float | None = None  # (trio time) set by SIGTERM: unmount ends by then
         self.disk_note = ""  # why the mount has no disk cache
 
     def client_config(self) -> ClientConfig:
@@ -129,8 +130,8 @@ class Mount:
             state = state_name(opts, self.source)
             metacache = MetaCache(os.path.join(opts.cache_dir, "meta", state + ".sqlite"))
             staging = Staging(os.path.join(opts.staging_dir, state), opts.staging_size)
-            if staging.exclusive:
-                await recover(zos, staging)  # what a daemon that stopped left behind
+            # What a daemon that stopped left behind, recovered in the background (below).
+            leftovers = staging.leftovers() if staging.exclusive else []
             ns = Namespace(zos, opts, self.source.prefix, metacache)
             ns.object_lock = caps.object_lock
             self.feed = feed = self._feed(ns, caps.append)
@@ -170,12 +171,17 @@ class Mount:
                     nursery.start_soon(ns.deletes.run)
                     if feed is not None:
                         nursery.start_soon(feed.run)
+                    if leftovers:
+                        log.info("recovering %d file(s) an earlier run left in %s, in the background",
+                                 len(leftovers), staging.directory)
+                        nursery.start_soon(self._recover, zos, staging, leftovers)
                     if disk is not None:
                         nursery.start_soon(disk.run)
                     await pyfuse3.main()
                     unmounted_by_kernel = not self.stopping
-                    failed = await writes.flush_all(trio.current_time() + opts.flush_timeout)
-                    with trio.move_on_after(opts.flush_timeout):
+                    deadline = self.stop_deadline or trio.current_time() + opts.flush_timeout
+                    failed = await writes.flush_all(deadline)
+                    with trio.move_on_at(max(deadline, trio.current_time() + 1)):
                         await ns.deletes.settle()  # queued deletes reach the server before exit
                     if feed is not None:
                         await feed.close()  # other mounts hear of the last changes
@@ -225,6 +231,11 @@ class Mount:
         ns.deletes.on_deleted = deleted
         return feed
 
+    async def _recover(self, zos: ZosClient, staging: Staging, leftovers: list[dict[str, Any]]) -> None:
+        """Recover what an earlier run left in staging, while the mount serves."""
+        await recover(zos, staging, leftovers)
+        log.info("recovery of %s finished", staging.directory)
+
     async def _check_prefix(self, zos: ZosClient, on_warning: Callable[[str], None] | None) -> None:
         """Warn about a prefix that holds nothing: a typo mounts an empty
         directory that silently fills a new prefix."""
@@ -257,7 +268,8 @@ class Mount:
                 log.info("%s: flushing and unmounting", signal.Signals(signum).name)
                 sd_notify("STOPPING=1\nSTATUS=Flushing dirty files before unmount")
                 self.stopping = True
-                failed = await writes.flush_all(trio.current_time() + self.opts.flush_timeout)
+                self.stop_deadline = trio.current_time() + self.opts.flush_timeout
+                failed = await writes.flush_all(self.stop_deadline)
                 if failed:
                     log.error("%d file(s) not uploaded; kept in staging", len(failed))
                 pyfuse3.terminate()

@@ -17,6 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
+# The smallest workable staging budget: one write request of the kernel (FUSE
+# sends at most 1 MiB). A change larger than the budget goes out piecewise:
+# a part is filled from the object and uploaded as often as the budget fills
+# (replace.py), so neither part_size nor rewrite_threshold bound it from below.
+MIN_STAGING = 1 * MiB
 
 
 class OptionError(ValueError):
@@ -146,7 +151,7 @@ class Options:
     prefetch_whole: int = opt(0, "Files up to this size are fetched whole (into the caches) on their first read; `0`: off.", parse_size, "`0`")
     # Writing
     staging_dir: str = opt("", "Directory for data not yet uploaded.", shown="`CACHE_DIR/staging`")
-    staging_size: int = opt(4 * GiB, "Budget of not-yet-uploaded data; writers wait while it is full.", parse_size, "4G")
+    staging_size: int = opt(4 * GiB, "Budget of not-yet-uploaded data; a writer waits while it is full and uploads that free it are under way (at most write_deadline), and gets ENOSPC when nothing can free it. At least 1M.", parse_size, "4G")
     append_chunk: int = opt(4 * MiB, "A new or appendable file is sent by append upload whenever this much new data has arrived.", parse_size, "4M")
     append_delay: float = opt(5.0, "Data written slowly to a new or appendable file (a log) is appended at most this many seconds after it arrives, even if less than append_chunk (after the file has been open a long time, at most every 0.1% of that time); 0: only whole chunks, fsync and close.")
     multipart_threshold: int = opt(256 * MiB, "New files are streamed by append upload; one that grows past this size while written faster than 32 MiB/s goes on by parallel multipart upload (slower writers, and appendable objects that existed before, stay appendable).", parse_size, "256M")
@@ -154,6 +159,7 @@ class Options:
     part_size: int = opt(8 * MiB, "Size of a multipart upload part (at least 5M).", parse_size, "8M")
     upload_concurrency: int = opt(8, "Parts uploaded at once per file.", parse_positive_int)
     max_requests: int = opt(32, "Requests in flight at once (threads and connections).", parse_positive_int)
+    write_deadline: float = opt(120.0, "Seconds a close, fsync or write may wait for the server (all retries included) before it fails (EIO; the data stays in staging and the log names it).")
     flush_timeout: float = opt(600.0, "On unmount or SIGTERM, seconds to wait for uploads before leaving the rest in staging.")
     # ZOS features (README: Share links, Storage classes)
     storage_class: str = opt("STANDARD", "Storage class of new objects: `STANDARD`, `STANDARD_IA` or `GLACIER` (change one object's with `setfattr -n user.zos.storage_class`).", parse_choice("STANDARD", "STANDARD_IA", "GLACIER"))
@@ -273,6 +279,12 @@ def check(opts: Options) -> None:
         raise OptionError("option append_chunk: must be positive")
     if opts.rewrite_threshold < opts.part_size:
         raise OptionError("option rewrite_threshold: must be at least part_size")
+    if opts.staging_size < MIN_STAGING:
+        raise OptionError(f"option staging_size: must be at least {MIN_STAGING // MiB}M (the largest single write the "
+                          "kernel sends); changes larger than the budget go out piecewise, each part up to "
+                          "part_size/staging_size times")
+    if opts.write_deadline <= 0:
+        raise OptionError("option write_deadline: must be positive")
     if opts.endpoint and not re.match(r"^https?://[^/\s]+", opts.endpoint):
         raise OptionError(f"option endpoint: not an http(s) URL: {opts.endpoint!r}")
 

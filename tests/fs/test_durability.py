@@ -54,6 +54,12 @@ def still_serving(m: ZosfsMount) -> None:
     os.statvfs(m.path)
 
 
+def wait_recovered(m: ZosfsMount) -> None:
+    """Recovery runs in the background once the mount is up: wait for its end."""
+    if "recovering " in m.log_text():
+        wait_for(lambda: "recovery of " in m.log_text(), timeout=60)
+
+
 def wait_for(condition: Callable[[], object], timeout: float = 15.0) -> None:
     """Wait for what happens after close() returns: the kernel sends the
     release (the last upload attempt, then the staging decision) on its own."""
@@ -138,6 +144,7 @@ def test_a_log_made_appendable_again_is_recovered_if_its_append_fails(bucket: st
     m.unmount()
     proxy.remove_rule(down)
     m2 = make_mount(bucket, endpoint=proxy.endpoint, options=options)
+    wait_recovered(m2)
     assert "recovered 'log'" in m2.log_text()
     assert get(s3, bucket, "log") == b"old line\nnew line\n"
     assert (m2.path / "log").read_bytes() == b"old line\nnew line\n"
@@ -227,6 +234,7 @@ def test_data_of_a_killed_daemon_is_found_by_the_next_mount(bucket: str, s3, pro
     m.kill(f)
     proxy.clear_rules()
     m2 = make_mount(bucket, endpoint=proxy.endpoint, options=options)  # (same endpoint: same staging)
+    wait_recovered(m2)
     # A new file's data (all of it is in staging) is uploaded by the next mount.
     assert "recovered 'unsaved'" in m2.log_text()
     assert s3.get_object(Bucket=bucket, Key="unsaved")["Body"].read() == data
@@ -253,6 +261,7 @@ def test_a_killed_daemons_partly_appended_file_is_completed_by_the_next_mount(
     m.kill(f)
     proxy.clear_rules()
     m2 = make_mount(bucket, endpoint=proxy.endpoint, options=options)
+    wait_recovered(m2)
     assert "recovered 'half'" in m2.log_text()
     assert get(s3, bucket, "half") == data
     assert not list(staging.rglob("*.data"))
@@ -276,6 +285,7 @@ def test_a_killed_daemons_partly_appended_file_is_kept_if_the_object_was_replace
     proxy.clear_rules()
     s3.put_object(Bucket=bucket, Key="gone", Body=b"someone else's")
     m2 = make_mount(bucket, endpoint=proxy.endpoint, options=options, check_log=False)
+    wait_recovered(m2)
     log = m2.log_text()
     assert "its first 2097152 bytes were stored in the object, which has changed since" in log, log[-2000:]
     assert get(s3, bucket, "gone") == b"someone else's"
@@ -303,6 +313,7 @@ def test_a_killed_daemons_rewrite_below_the_appended_part_is_kept_not_appended(
     m.kill(f)
     proxy.clear_rules()
     m2 = make_mount(bucket, endpoint=proxy.endpoint, options=options, check_log=False)
+    wait_recovered(m2)
     assert "recovered 'redo'" not in m2.log_text()
     assert get(s3, bucket, "redo") == old
     assert list(staging.rglob("recovery/*.data")), m2.log_text()[-2000:]
@@ -324,6 +335,7 @@ def test_a_killed_daemons_change_to_an_existing_object_goes_to_the_recovery_fold
     m.kill(f)
     proxy.clear_rules()
     m2 = make_mount(bucket, endpoint=proxy.endpoint, options=options)
+    wait_recovered(m2)
     kept = re.findall(r"data of 'existing' left by a daemon that stopped was not uploaded \(.*?\); it is in (\S+)", m2.log_text())
     assert kept and kept[0].startswith(str(staging / "recovery")), m2.log_text()[-2000:]
     with open(kept[0], "rb") as staged:
@@ -393,6 +405,7 @@ def recovered_by_the_next_mount(make_mount: Any, s3: Any, bucket: str, proxy: Fa
                                 key: str, data: bytes) -> None:
     """A new mount of the same staging stores `key` whole, and leaves no upload behind."""
     m2 = make_mount(bucket, endpoint=proxy.endpoint, options=options)
+    wait_recovered(m2)
     assert f"recovered '{key}'" in m2.log_text()
     assert get(s3, bucket, key) == data
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
@@ -450,6 +463,7 @@ def test_recovery_when_the_object_grew_by_a_late_append_over_freed_parts(bucket:
         "etag": etag, "upload_id": upload_id, "part_size": 5 * mib}))
     (folder / "x.parts").write_text(json.dumps({"upload_id": upload_id, "part": 2, "etag": part2}) + "\n")
     m = make_mount(bucket, options=options)
+    wait_recovered(m)
     assert "recovered 'late'" in m.log_text()
     assert get(s3, bucket, "late") == data
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
 
+import pytest
+import trio
+
 from zosfs.data.staging import Staging
+from zosfs.fserror import FsError
 
 MiB = 1024 * 1024
 
@@ -41,3 +46,53 @@ def test_release_frees_whole_pages_and_records_what_the_object_holds(tmp_path: P
     assert staged.pread(MiB, 3 * MiB) == data[3 * MiB :]
     assert staged.pread(4096, 8192) == bytes(4096)
     staged.discard()
+
+
+def test_reserve_fails_at_once_with_enospc_when_nothing_can_free_the_budget(tmp_path: Path) -> None:
+    staging = Staging(str(tmp_path / "staging"), budget=MiB)
+
+    async def main() -> float:
+        await staging.reserve(MiB)  # (the first write always fits)
+        start = trio.current_time()
+        with pytest.raises(FsError) as caught:
+            await staging.reserve(4096, lambda: False, deadline=trio.current_time() + 60)
+        assert caught.value.errno == errno.ENOSPC
+        assert "staging_size=1048576" in caught.value.message and "set -o staging_size=" in caught.value.message
+        return trio.current_time() - start
+
+    assert trio.run(main) < 0.5
+    assert staging.used == MiB  # (a refused reservation holds nothing)
+
+
+def test_reserve_waits_while_room_is_being_made_but_not_past_its_deadline(tmp_path: Path) -> None:
+    staging = Staging(str(tmp_path / "staging"), budget=MiB)
+    calls = []
+
+    async def main() -> float:
+        await staging.reserve(MiB)
+        start = trio.current_time()
+        with pytest.raises(FsError) as caught:
+            await staging.reserve(4096, lambda: calls.append(1) or True, deadline=trio.current_time() + 2.5)
+        assert caught.value.errno == errno.ENOSPC and "write_deadline" in caught.value.message
+        return trio.current_time() - start
+
+    took = trio.run(main)
+    assert 2.4 < took < 4 and len(calls) >= 2
+
+    async def freed_meanwhile() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(staging.reserve, 4096, lambda: True, trio.current_time() + 30)
+            await trio.sleep(0.3)
+            staging.release(MiB)
+
+    trio.run(freed_meanwhile)
+    assert staging.used == 4096
+
+
+def test_a_full_staging_filesystem_is_enospc_naming_the_directory(tmp_path: Path) -> None:
+    staging = Staging(str(tmp_path / "staging"), budget=MiB)
+    err = staging.local_error(OSError(errno.ENOSPC, "No space left on device"), "writing 'k'")
+    assert err.errno == errno.ENOSPC
+    assert f"the staging directory {staging.directory} is full (" in err.message and "bytes free" in err.message
+    other = staging.local_error(OSError(errno.EIO, "Input/output error"), "writing 'k'")
+    assert other.errno == errno.EIO and "failed" in other.message

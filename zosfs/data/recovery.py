@@ -2,7 +2,9 @@
 
 Every staging file has a journal (see staging.py) naming its key, whether the
 file was new (staging then holds all of it, from byte 0), its state, and a
-multipart upload in progress. At mount time, before anything is served:
+multipart upload in progress. At mount time, in the background while the
+mount already serves (a stalled server must not hold the mount back), for
+the journals found before anything was staged:
 
 - a multipart upload named in a journal is aborted (its parts cost space),
   unless the parts log names parts of it that were freed from staging: they
@@ -46,9 +48,10 @@ MIN_PART = 5 * MiB
 MAX_PARTS = 10_000
 
 
-async def recover(zos: ZosClient, staging: Staging) -> None:
-    """Deal with every leftover of an earlier run (see the module docstring)."""
-    for record in staging.leftovers():
+async def recover(zos: ZosClient, staging: Staging, records: list[dict[str, Any]] | None = None) -> None:
+    """Deal with every leftover of an earlier run (see the module docstring):
+    `records` (taken before this mount staged anything), or all journals."""
+    for record in staging.leftovers() if records is None else records:
         try:
             await _recover_one(zos, staging, record)
         except (ZosError, OSError) as err:

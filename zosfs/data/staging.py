@@ -7,7 +7,10 @@ by a failed upload, or by a daemon that was killed, can be found and
 recovered: the log names both paths.
 
 The budget bounds bytes that are written but not yet uploaded. Writers wait
-(backpressure) while it is exhausted rather than filling the disk.
+(backpressure) while it is exhausted and uploads that free it are under way,
+at most `write_deadline`; when nothing can free it they get ENOSPC at once.
+A full staging filesystem is ENOSPC too (`Staging.local_error`), never EIO,
+and never blamed on the server.
 
 Bytes that an append upload has stored are punched out of the staging file
 (`StagedFile.release`) as soon as they are in the object: a file written at
@@ -29,6 +32,7 @@ import errno
 import fcntl
 import json
 import logging
+import math
 import os
 import time
 import uuid
@@ -36,6 +40,8 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
+
+from zosfs.fserror import FsError
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +83,18 @@ class StagedFile:
         self.path = os.path.join(directory, name + ".data")
         self.journal = os.path.join(directory, name + ".json")
         self.parts = os.path.join(directory, name + ".parts")
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        self.parts_fd = -1
-        self.journal_fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self.fd = self.parts_fd = self.journal_fd = -1
         self._journal_len = 0
         self.key = key
         # created: the object did not exist, so this file holds all of it.
         self.record: dict[str, Any] = {"key": key, "data": os.path.basename(self.path), "created": created}
-        self.write_journal(state="writing")
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            self.journal_fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            self.write_journal(state="writing")
+        except OSError:
+            self.discard()  # (a full staging filesystem: leave nothing half made)
+            raise
 
     def write_journal(self, **fields: Any) -> None:
         """Update what this file is for, in place with one write (a killed
@@ -108,6 +118,22 @@ class StagedFile:
             n = os.pwrite(self.fd, view, offset)
             view = view[n:]
             offset += n
+
+    def pwrite_some(self, data: bytes | memoryview, offset: int) -> int:
+        """Write as much of `data` at `offset` as the filesystem takes;
+        returns how much that was. Raises OSError only if it took nothing
+        (a full staging filesystem then shows as a short write first)."""
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            try:
+                n = os.pwrite(self.fd, view[done:], offset + done)
+            except OSError:
+                if done:
+                    return done
+                raise
+            done += n
+        return done
 
     def pread(self, length: int, offset: int) -> bytes:
         data = os.pread(self.fd, length, offset)
@@ -157,8 +183,9 @@ class StagedFile:
             except FileNotFoundError:
                 pass
 
-    def keep(self, reason: str) -> None:
-        """Leave the data on disk for recovery and say where it is."""
+    def keep(self, reason: str, bucket: str = "") -> None:
+        """Leave the data on disk for recovery and say where it is, and
+        (`bucket`) what the bucket holds of it."""
         self.write_journal(state="failed", reason=reason)
         self.close()
         appended = self.record.get("appended")
@@ -172,8 +199,8 @@ class StagedFile:
                    f"the rest follows from byte {appended} on.")
         else:
             how = "Copy it back into the mount or upload it with any S3 tool."
-        log.error("the data of %r could not be uploaded (%s); it is kept in %s (journal %s). %s",
-                  self.key, reason, self.path, self.journal, how)
+        log.error("the data of %r could not be uploaded (%s); it is kept in %s (journal %s).%s %s",
+                  self.key, reason, self.path, self.journal, f" {bucket}." if bucket else "", how)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -215,17 +242,45 @@ class Staging:
         """Whether `reserve(nbytes)` would wait now."""
         return bool(self.used) and self.used + nbytes > self.budget
 
-    async def reserve(self, nbytes: int, make_room: Callable[[], None] | None = None) -> None:
+    async def reserve(self, nbytes: int, make_room: Callable[[], bool] | None = None,
+                      deadline: float = math.inf) -> None:
         """Wait until `nbytes` more fit in the budget (a single write larger
         than the whole budget is let through alone, rather than never).
         While waiting, `make_room` is called now and then: it starts the
-        uploads that free the budget (again, if they failed meanwhile)."""
+        uploads that free the budget (again, if they failed meanwhile), and
+        says whether any can (False: nothing will ever free it). Raises
+        FsError(ENOSPC) when nothing can, or when `deadline` (trio time)
+        passes first; the message names the budget and the option."""
         while self.would_wait(nbytes):
-            if make_room is not None:
-                make_room()
-            with trio.move_on_after(MAKE_ROOM_INTERVAL):
+            if make_room is not None and not make_room():
+                raise FsError(errno.ENOSPC, self._exhausted(nbytes, "no upload can free it (nothing else is "
+                                                            "written but not yet uploaded that could go now)"))
+            if trio.current_time() >= deadline:
+                raise FsError(errno.ENOSPC, self._exhausted(nbytes, "the uploads that would free it did not "
+                                                            "finish within write_deadline"))
+            with trio.move_on_at(min(deadline, trio.current_time() + MAKE_ROOM_INTERVAL)):
                 await self._freed.wait()
         self.used += nbytes
+
+    def _exhausted(self, nbytes: int, why: str) -> str:
+        return (f"the staging budget (staging_size={self.budget} bytes, {self.used} of them written but not yet "
+                f"uploaded) has no room for {nbytes} more bytes: {why}; set -o staging_size= higher")
+
+    def local_error(self, err: OSError, doing: str) -> FsError:
+        """A failure of local I/O in staging, as the errno a writer sees:
+        ENOSPC (or EDQUOT) when the staging filesystem is full, EIO
+        otherwise; the message names the directory and its free space, and
+        is never taken for the server's."""
+        try:
+            st = os.statvfs(self.directory)
+            free = f"{st.f_bavail * st.f_frsize} bytes free"
+        except OSError:
+            free = "free space unknown"
+        code = err.errno if err.errno in (errno.ENOSPC, errno.EDQUOT) else errno.EIO
+        what = "is full" if code != errno.EIO else "failed"
+        return FsError(code, f"{doing}: the staging directory {self.directory} {what} ({free}; "
+                             f"{os.strerror(err.errno or errno.EIO)}); free space there, or set -o staging_dir= "
+                             "to a larger filesystem")
 
     def release(self, nbytes: int) -> None:
         self.used = max(0, self.used - nbytes)

@@ -3,7 +3,7 @@ object store (and the only one that imports boto3)."""
 
 from zosfs.zos.client import ZosClient
 from zosfs.zos.errors import ZosError
-from zosfs.zos.http import FileRegion
+from zosfs.zos.http import FileRegion, LocalFileError
 from zosfs.zos.probe import Capabilities, probe
 from zosfs.zos.stats import RequestStats
 from zosfs.zos.values import (
@@ -24,6 +24,6 @@ from zosfs.zos.values import (
 )
 
 __all__ = [
-    "Acl", "Appended", "Capabilities", "ClientConfig", "DeleteFailure", "FileRegion", "Grant", "ListEntry", "ListPage", "ListToken",
+    "Acl", "Appended", "Capabilities", "ClientConfig", "DeleteFailure", "FileRegion", "LocalFileError", "Grant", "ListEntry", "ListPage", "ListToken",
     "ObjectInfo", "Part", "RequestStats", "Retention", "Upload", "WriteOptions", "ZosClient", "ZosError", "next_append_etag", "probe",
 ]

@@ -41,6 +41,12 @@ class TimedOut(HttpError):
     pass
 
 
+class LocalFileError(OSError):
+    """The local file a request body comes from could not be read whole
+    (the caller's staging is short or failing): not the server's fault, and
+    not retried as if it were."""
+
+
 @dataclass(frozen=True)
 class FileRegion:
     """A request body that is a byte range of an open file."""
@@ -87,9 +93,12 @@ class Connection:
             # TLS needs the bytes in user space anyway.
             offset, left = region.offset, region.length
             while left:
-                chunk = os.pread(region.fd, min(left, 1 << 20), offset)
+                try:
+                    chunk = os.pread(region.fd, min(left, 1 << 20), offset)
+                except OSError as err:
+                    raise LocalFileError(err.errno, f"reading the request body: {err.strerror}") from None
                 if not chunk:
-                    raise HttpError("file shorter than the request body")
+                    raise LocalFileError(errno.EIO, "the file is shorter than the request body")
                 await self.tls.send_all(chunk)
                 offset += len(chunk)
                 left -= len(chunk)
@@ -103,7 +112,7 @@ class Connection:
             except BlockingIOError:
                 continue
             if sent == 0:
-                raise HttpError("file shorter than the request body")
+                raise LocalFileError(errno.EIO, "the file is shorter than the request body")
             offset += sent
             left -= sent
 
@@ -221,6 +230,8 @@ class HttpPool:
                 done = True
             except trio.TooSlowError:
                 raise TimedOut(f"{method} timed out after {self.read_timeout:g} s") from None
+            except LocalFileError:
+                raise
             except (OSError, ssl.SSLError, trio.BrokenResourceError, trio.ClosedResourceError) as err:
                 raise HttpError(f"connection failed: {_reason(err)}") from None
             finally:

@@ -116,6 +116,10 @@ class AppendUpload:
         budget = self.w.path.staging.budget
         return max(self.w.path.opts.append_chunk, min(MAX_APPEND_CHUNK, self.remote_len // 2, budget // 4))
 
+    def can_free(self) -> bool:
+        """Whether an append can free staging budget now (whatever is pending goes, however little)."""
+        return self.active and self.w.size > self.remote_len
+
     def behind(self) -> bool:
         """Whether the writer should wait for its appends (see
         Writer.keep_pace); if so, they are started. Not while appends fail:

@@ -46,7 +46,12 @@ async def flush(w: Writer) -> None:
             raise FsError(errno.EIO, f"uploading {w.key_at_start!r} failed: {err}") from None
         except FsError as err:
             w.error = err
-            raise FsError(errno.EIO, f"uploading {w.key_at_start!r} failed: {err.message}") from None
+            # (ENOSPC of a full staging filesystem stays ENOSPC: it names the directory, not the server.)
+            code = err.errno if err.errno in (errno.ENOSPC, errno.EDQUOT) else errno.EIO
+            raise FsError(code, f"uploading {w.key_at_start!r} failed: {err.message}") from None
+        except OSError as err:  # (reading staging to send it: local, never the server's fault)
+            w.error = failure = w.path.staging.local_error(err, f"reading the staged data of {w.key_at_start!r}")
+            raise failure from None
         finally:
             w.unwatch(watch)
         w.error = None

@@ -106,7 +106,9 @@ class StreamingMultipart:
             gen = w.part_generation.get(n, 0)
             if mp is not None and (n in mp.busy or mp.done.get(n, (-1, ""))[0] == gen):
                 continue
-            if w.local.covers(start, end) or not w.dirty.overlaps(start, end):
+            if force and w.dirty.overlaps(start, end):
+                ready.append(n)  # (filled from the object by upload_part: it frees the budget now)
+            elif not force and (w.local.covers(start, end) or not w.dirty.overlaps(start, end)):
                 ready.append(n)
         log.debug("parts ready for background upload of %r: %s (frontier %d)", w.key_at_start, ready, w.frontier)
         if not ready:

@@ -26,6 +26,8 @@ from zosfs.zos import ZosClient, ZosError
 
 log = logging.getLogger(__package__)  # (the write path logs as one: zosfs.data.write)
 
+ABORT_TIMEOUT = 10.0  # seconds a close waits to abort a failed multipart upload
+
 
 class WritePath:
     """All writers of a mount, and what they share."""
@@ -40,6 +42,7 @@ class WritePath:
         self.part_slots = trio.Semaphore(opts.upload_concurrency)
         self.nursery: trio.Nursery | None = None
         self.writers: set[Writer] = set()
+        self.stopped = False  # flush_all began: no change is taken any more (it could reach no upload)
         self._versions: weakref.WeakKeyDictionary[Inode, int] = weakref.WeakKeyDictionary()
 
     def append_unavailable(self, err: ZosError) -> None:
@@ -47,13 +50,17 @@ class WritePath:
             log.warning("append upload is refused by the server (%s); files are uploaded by PUT and multipart", err.code)
             self.append_ok = False
 
-    def make_room(self) -> None:
+    def make_room(self) -> bool:
         """The staging budget is full: send out what can go now, however
-        little, retrying uploads that failed. (Files being rewritten below
-        rewrite_threshold go only when closed: the budget must exceed them.)"""
+        little, retrying uploads that failed (in replace mode, parts written
+        only in places are filled from the object and sent). Returns whether
+        anything can free the budget: if not, waiting is pointless (ENOSPC)."""
+        can = False
         for writer in list(self.writers):
             writer.error = None
             writer.kick(force=True)
+            can = writer.can_free() or can
+        return can
 
     def version(self, inode: Inode) -> int:
         """Counts this mount's changes of a file's content (a writer began or
@@ -77,15 +84,24 @@ class WritePath:
 
     async def open_truncated(self, inode: Inode) -> None:
         """open() with O_TRUNC: the file is empty from now on."""
+        self.check_open()
         if inode.writer is None:
             self._new_writer(inode, truncate=True)
         else:
             await inode.writer.truncate(0)
 
+    def check_open(self) -> None:
+        """Refuse a change once the mount is stopping: its writer is closed,
+        and a new staging file would be left behind as if data were lost."""
+        if self.stopped:
+            raise FsError(errno.EIO, "the mount is being unmounted: no more changes are taken")
+
     async def write(self, inode: Inode, offset: int, data: bytes) -> int:
+        self.check_open()
         return await self.writer(inode).write(offset, data)
 
     async def truncate(self, inode: Inode, size: int) -> None:
+        self.check_open()
         await self.writer(inode).truncate(size)
         if not inode.opens:
             await self.release(inode)  # truncate(2) of a file no one has open: no close will store it
@@ -108,11 +124,15 @@ class WritePath:
         if writer is None or inode.opens:
             return
         failure: FsError | None = None
-        try:
-            await writer.flush()
-        except FsError as err:
-            failure = err
-        await writer.wait_idle()
+        if writer.timed_out is not None and writer.timed_out == writer.generation:
+            # (close's flush just ran out of write_deadline: a second wait as long would not help)
+            failure = FsError(errno.EIO, f"uploading {writer.key_at_start!r} did not finish within write_deadline")
+        else:
+            try:
+                await writer.flush()
+            except FsError as err:
+                failure = err
+        await writer.wait_idle(timeout=self.opts.write_deadline if failure is None else 0)
         if inode.opens or inode.writer is not writer:
             if failure is not None:
                 raise failure
@@ -134,7 +154,8 @@ class WritePath:
             if not inode.remote:
                 inode.size = 0
         if multipart is not None:  # failed, or begun in the background after the last flush
-            await self.zos.abort_quietly(key, multipart.upload_id)
+            with trio.move_on_after(ABORT_TIMEOUT):  # (a stalled server: it expires by lifecycle, or at the next mount)
+                await self.zos.abort_quietly(key, multipart.upload_id)
         if failure is not None:
             raise failure
 
@@ -178,14 +199,17 @@ class WritePath:
         """Flush every writer (unmount, SIGTERM); returns those that failed or
         did not finish by `deadline` (trio time)."""
         failed: list[Inode] = []
+        self.stopped = True
         with trio.move_on_at(deadline):
             for writer in list(self.writers):
                 try:
                     await writer.flush()
                     await writer.finish()
                 except FsError as err:
-                    log.error("%s", err.message)
+                    log.warning("%s", err.message)  # (the ERROR below says where its data is)
                     failed.append(writer.inode)
+        for writer in list(self.writers):
+            writer.give_up()
         for writer in list(self.writers):
             if writer.pending:
                 if writer.inode not in failed:

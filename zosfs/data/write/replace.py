@@ -52,11 +52,20 @@ class Replace:
 
     # -- parts in the background ---------------------------------------------------------
 
+    def can_free(self) -> bool:
+        """Whether forced parts (see `kick`) can free staging budget now."""
+        upload = self.w.parts.upload
+        return upload is None or upload.part_size == self.w.part_size
+
     def kick(self, force: bool) -> None:
         """Upload finished parts of a file too large for one PUT; with
-        `force`, also the unfinished one (the staging budget is full)."""
+        `force` (the staging budget is full), every part that holds bytes
+        not yet uploaded, of a file of any size: a part written only in
+        places is filled from the object first. A change larger than the
+        budget then goes out piecewise, each part as often as the budget
+        fills (at flush the upload is completed, not replaced by a PUT)."""
         w = self.w
-        if w.size > w.path.opts.rewrite_threshold and (force or w.frontier // w.part_size > self.checked):
+        if force or (w.size > w.path.opts.rewrite_threshold and w.frontier // w.part_size > self.checked):
             self.checked = max(self.checked, w.frontier // w.part_size)
             w.spawn(lambda: self._parts_in_background(force))
 
@@ -100,9 +109,7 @@ class Replace:
         size = w.size
         watch = w.watch()
         try:
-            if size <= w.path.opts.rewrite_threshold and not w.freed:
-                if w.parts.upload is not None:
-                    await w.parts.abort()  # (the file shrank): one PUT is simpler
+            if size <= w.path.opts.rewrite_threshold and not w.freed and w.parts.upload is None:
                 opts = await ns.write_options(w.inode, meta, replacing=True)
                 await w.fill(0, size)
                 size = w.size
@@ -152,7 +159,8 @@ class Replace:
                 parts.upload = None
             raise
         except BaseException:
-            with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + 10  # (a stalled server: never wait its retries out)
                 await parts.abort()
             raise
         parts.upload = None

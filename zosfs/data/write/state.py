@@ -197,7 +197,11 @@ class FileState:
                 # Meanwhile the file may have been written (those bytes win)
                 # or truncated (nothing beyond its end may reappear).
                 limit = min(clean_end, self.size, self.base_limit)
-                for ps, pe, written in list(self.local.pieces(s, limit)):
-                    if not written:
-                        self.stage().pwrite(data[ps - s : pe - s], ps)
+                try:
+                    for ps, pe, written in list(self.local.pieces(s, limit)):
+                        if not written:
+                            self.stage().pwrite(data[ps - s : pe - s], ps)
+                except OSError as err:
+                    raise self.path.staging.local_error(
+                        err, f"bringing unchanged bytes of {self.key_at_start!r} into staging to upload them") from None
             self.local.add(s, min(e, self.size))  # beyond base_limit staging holds zeros already

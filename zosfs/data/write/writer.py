@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -55,6 +56,8 @@ class Writer(FileState):
         self.idle = trio.Event()
         self.idle.set()
         self._progress = trio.Event()  # set (and replaced) whenever an append or a part upload succeeds
+        self._task_scopes: set[trio.CancelScope] = set()  # of the background uploads running (see give_up)
+        self.timed_out: int | None = None  # the generation whose flush ran out of write_deadline
         self.appends = AppendUpload(self)
         self.parts = StreamingMultipart(self)
         self.replace = Replace(self)
@@ -110,23 +113,38 @@ class Writer(FileState):
     # -- changes ---------------------------------------------------------------
 
     async def write(self, offset: int, data: bytes) -> int:
+        """Stage one write; returns how many bytes were staged (fewer than
+        asked only when the staging filesystem filled up midway). Raises
+        FsError(ENOSPC) when the staging budget or the staging filesystem
+        has no room (see staging.py), never waiting beyond write_deadline."""
         self.error = None  # a new write is a new chance for background uploads
-        await self.path.staging.reserve(len(data), self.path.make_room)
+        staging = self.path.staging
+        deadline = trio.current_time() + self.path.opts.write_deadline
+        await staging.reserve(len(data), self.path.make_room, deadline)
         try:
             await self.parts.before_change(offset)
+            self.path.check_open()  # (the mount may have begun to stop while this waited)
         except BaseException:
-            self.path.staging.release(len(data))
+            staging.release(len(data))
             raise
         # (From here on nothing awaits until the change is staged and noted.)
+        try:
+            staged = self.changing(offset)
+            written = staged.pwrite_some(data, offset)
+        except OSError as err:
+            staging.release(len(data))
+            raise staging.local_error(err, f"writing {len(data)} bytes at {offset} of {self.key_at_start!r}") from None
+        if written < len(data):
+            # Acknowledge what staging holds; the writer's next write gets ENOSPC.
+            staging.release(len(data) - written)
+            data = data[:written]
         self.charged += len(data)
         if self.first_write is None:
             self.first_write = trio.current_time()
         end = offset + len(data)
-        staged = self.changing(offset)
         if end > self.size:
             self.size = end
             self.inode.size = end
-        staged.pwrite(data, offset)
         self.local.add(offset, end)
         self.dirty.add(offset, end)
         self._reconsider(offset, writing=True)
@@ -134,10 +152,10 @@ class Writer(FileState):
         self.frontier = end
         self.inode.attrs = self.path.ns.touched(self.inode.attrs)
         self.kick()
-        await self.keep_pace()
+        await self.keep_pace(deadline)
         return len(data)
 
-    async def keep_pace(self) -> None:
+    async def keep_pace(self, deadline: float) -> None:
         """Backpressure for a writer that streams faster than the server
         takes its appends: it waits while its backlog is large, rather than
         staging up to the whole budget (gigabytes) ahead of the uploads.
@@ -150,11 +168,13 @@ class Writer(FileState):
         it waits while more than APPEND_BACKLOG is neither appended nor in
         freed parts, as long as some part is on its way (a writer whose
         parts are not ready, such as one leaving holes, is never held).
-        Each mode says whether it is behind (`behind`)."""
+        Each mode says whether it is behind (`behind`). Never past
+        `deadline` (write_deadline): a stalled server then leaves the
+        staging budget to decide."""
         while not self.discarded and self.path.nursery is not None:  # (no nursery: nothing could upload)
-            if not self.mode.behind():
+            if not self.mode.behind() or trio.current_time() >= deadline:
                 return
-            with trio.move_on_after(MAKE_ROOM_INTERVAL):
+            with trio.move_on_at(min(deadline, trio.current_time() + MAKE_ROOM_INTERVAL)):
                 await self._progress.wait()
 
     async def truncate(self, size: int) -> None:
@@ -163,8 +183,11 @@ class Writer(FileState):
         await self.parts.before_change(size, truncating=True)
         if size == self.size:
             return
-        staged = self.changing(min(size, self.size))
-        staged.truncate(size)
+        try:
+            staged = self.changing(min(size, self.size))
+            staged.truncate(size)
+        except OSError as err:
+            raise self.path.staging.local_error(err, f"truncating {self.key_at_start!r}") from None
         if size < self.size:
             self.local.remove(size, self.size)
             self.dirty.remove(size, self.size)
@@ -223,6 +246,14 @@ class Writer(FileState):
             return
         self.mode.kick(force)
 
+    def can_free(self) -> bool:
+        """Whether this writer's share of the staging budget can shrink
+        before it closes: an upload is under way (a flush, a background
+        task), or one can start now (see make_room)."""
+        if self.discarded or self.path.nursery is None:
+            return False
+        return self.tasks > 0 or self.lock.locked() or (self.charged > 0 and self.mode.can_free())
+
     def spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
         """Run an upload in the background, counted as a task (`wait_idle`)."""
         nursery = self.path.nursery
@@ -234,15 +265,22 @@ class Writer(FileState):
         nursery.start_soon(self._run_task, fn)
 
     async def _run_task(self, fn: Callable[[], Awaitable[None]]) -> None:
+        scope = trio.CancelScope()
+        self._task_scopes.add(scope)
         try:
-            await fn()
+            with scope:
+                await fn()
         except (ZosError, FsError) as err:
             self.error = err
             log.warning("background upload of %r failed (flush will retry): %s", self.key_at_start, err)
+        except OSError as err:  # (reading staging: local, never the server's fault)
+            self.error = self.path.staging.local_error(err, f"reading the staged data of {self.key_at_start!r}")
+            log.warning("background upload of %r failed (flush will retry): %s", self.key_at_start, self.error.message)
         except Exception as err:  # a bug must not end the mount: flush retries and reports
             self.error = FsError(errno.EIO, f"background upload of {self.key_at_start!r}: {err!r}")
             log.exception("background upload of %r failed unexpectedly (flush will retry)", self.key_at_start)
         finally:
+            self._task_scopes.discard(scope)
             self.tasks -= 1
             if not self.tasks:
                 self.idle.set()
@@ -267,17 +305,52 @@ class Writer(FileState):
     # -- flushing and closing ------------------------------------------------------
 
     async def flush(self) -> None:
-        """Store everything written so far; raise FsError(EIO) if that fails (see flush.py)."""
-        await flush(self)
+        """Store everything written so far; raise FsError(EIO) if that fails
+        (see flush.py), or if it does not finish within write_deadline (all
+        retries included): the data then stays in staging."""
+        deadline = self.path.opts.write_deadline
+        generation = self.generation
+        with trio.move_on_after(deadline) as scope:
+            await flush(self)
+        if scope.cancelled_caught:
+            self.timed_out = generation
+            self.error = FsError(errno.EIO, "timed out")
+            raise FsError(errno.EIO, f"uploading {self.key_at_start!r} did not finish within write_deadline "
+                                     f"({deadline:g} s): the server does not store it; its data stays in staging")
+        self.timed_out = None
 
-    async def wait_idle(self) -> None:
-        while self.tasks:
-            await self.idle.wait()
+    async def wait_idle(self, timeout: float | None = None) -> None:
+        """Wait for the background uploads; with `timeout`, cancel those
+        still running after that many seconds (the server is stalled)."""
+        with trio.move_on_after(timeout if timeout is not None else math.inf):
+            while self.tasks:
+                await self.idle.wait()
+        if self.tasks:
+            self.give_up()
+            with trio.move_on_after(5):  # (cancelled uploads end at their next await)
+                while self.tasks:
+                    await self.idle.wait()
+
+    def give_up(self) -> None:
+        """Cancel this writer's background uploads (its data stays in staging)."""
+        for scope in list(self._task_scopes):
+            scope.cancel()
 
     async def finish(self) -> None:
         """After the last flush: wait for background work, and abort a
         multipart upload that a background task began but nothing completed."""
         await finish(self)
+
+    def bucket_holds(self) -> str:
+        """What the bucket holds of this file now, for the log of a failure."""
+        if self.mode is self.appends and self.appends.remote_len:
+            return f"The bucket holds its first {self.appends.remote_len} bytes (appended), not the rest"
+        if not self.inode.remote:
+            return "The bucket holds no object of it under that key"
+        # (A replacement is made only whole: by one PUT or a completed multipart upload.)
+        return ("The bucket holds the object as it was before these changes (unless the last request, cut off "
+                "unanswered, reached the server: compare its ETag)" if self.timed_out is not None
+                else "The bucket holds the object as it was before these changes")
 
     def close(self, keep_reason: str | None = None) -> None:
         """Drop the staging file; with a reason, keep it for recovery instead."""
@@ -286,7 +359,7 @@ class Writer(FileState):
             if keep_reason is None:
                 self.staged.discard()
             else:
-                self.staged.keep(keep_reason)
+                self.staged.keep(keep_reason, self.bucket_holds())
             self.staged = None
         self.path.staging.release(self.charged)
         self.charged = 0
