@@ -112,6 +112,7 @@ class Options:
     # Caching of names and attributes
     attr_timeout: float = opt(5.0, "Seconds the kernel and zosfs may reuse file attributes.")
     entry_timeout: float = opt(5.0, "Seconds a name lookup may be reused.")
+    open_revalidate: str = opt("always", "`always`: every `open()` checks the object's ETag with the server (one request, which also fetches a small file's first block), so it reads the latest closed version; `ttl`: only when its attributes are older than `attr_timeout` (fewer requests, may read a version up to that old).", parse_choice("always", "ttl"))
     negative_timeout: float = opt(1.0, "Seconds a failed lookup (no such file) may be reused, by zosfs and the kernel; then the server is asked again, even while the directory's listing is cached.")
     dir_cache_ttl: float = opt(5.0, "Seconds a directory listing may be reused.")
     cache_dir: str = opt("", "Directory for the persistent metadata cache (and, by default, staging).", shown="`~/.cache/zosfs`")
