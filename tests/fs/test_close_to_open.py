@@ -145,3 +145,19 @@ def test_open_revalidate_ttl_trusts_recent_attributes(bucket: str, make_mount: A
     assert (b.path / "f").read_bytes() == b"old"
     assert sent_since(b, before) == {}
     (a.path / "f").unlink()
+
+
+def test_file_deleted_elsewhere_is_gone_at_the_next_open(bucket: str, make_mount: Any) -> None:
+    """Deleted on A: B's next open says ENOENT at once, though B read it just before."""
+    a = make_mount(bucket)
+    b = make_mount(bucket, options={"attr_timeout": "60", "entry_timeout": "60"})
+    (a.path / "f").write_bytes(b"data")
+    assert (b.path / "f").read_bytes() == b"data"
+    (a.path / "f").unlink()
+    a.unmount()  # its queued delete is sent
+    try:
+        (b.path / "f").read_bytes()
+    except FileNotFoundError:
+        pass
+    else:
+        raise AssertionError("B opened a file deleted on A")

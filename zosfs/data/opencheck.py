@@ -62,8 +62,10 @@ class OpenCheck:
         # 304 then keeps it, and a 200 brings the new version.
         # (An empty file always: its 304 says all, where a ranged GET of an
         # empty object is refused with 416.)
+        # Never for attributes only guessed from a listing: the answer must
+        # bring the real ones.
         reusable = inode.size == 0 or inode.page_etag == inode.etag or self.reads.cached(key, inode.etag, 0)
-        known = inode.etag if inode.etag and reusable else None
+        known = inode.etag if inode.etag and inode.meta_known and reusable else None
         try:
             if inode.size <= self.fetch:
                 got = await ns.zos.get_first(key, self.fetch, known)
