@@ -316,7 +316,7 @@ class Operations(pyfuse3.Operations):
         writable = flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
         if self.opts.open_revalidate == "always" and not (writable and flags & os.O_TRUNC):
             # Close-to-open: the latest version in the bucket (one request).
-            if await self.open_check.check(inode):
+            if await self.open_check.check(inode, reading=flags & os.O_ACCMODE != os.O_WRONLY):
                 _forget_kernel_attrs(inode.ino)
         elif not inode.fresh():
             await self.ns.getattr(inode)  # (open_revalidate=ttl, or O_TRUNC: no need to read it)

@@ -47,12 +47,14 @@ class OpenCheck:
         self.reads = reads
         self.fetch = min(OPEN_FETCH, reads.block_size)
 
-    async def check(self, inode: Inode) -> bool:
+    async def check(self, inode: Inode, reading: bool = True) -> bool:
         """Bring `inode` up to the object's current version (one request).
         Returns whether the version (ETag or size) differs from what the
         inode held, so that the kernel's copy of its attributes is stale.
         FsError ENOENT if the object was deleted, ESTALE if it is now of
-        another kind (the kernel then looks the name up again)."""
+        another kind (the kernel then looks the name up again). Not
+        `reading` (an open for writing only: `>>` to a log): a HEAD, so
+        that appending never downloads the file."""
         ns = self.ns
         if inode.writer is not None or not inode.remote or inode.gone:
             return False
@@ -67,7 +69,7 @@ class OpenCheck:
         reusable = inode.size == 0 or inode.page_etag == inode.etag or self.reads.cached(key, inode.etag, 0)
         known = inode.etag if inode.etag and inode.meta_known and reusable else None
         try:
-            if inode.size <= self.fetch:
+            if reading and inode.size <= self.fetch:
                 got = await ns.zos.get_first(key, self.fetch, known)
                 info, body = got if got is not None else (None, None)
             else:
