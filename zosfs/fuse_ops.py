@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import pyfuse3
 
+from zosfs.data.opencheck import OpenCheck
 from zosfs.data.read import BlockCache, Reader, same_data
 from zosfs.data.write import WritePath
 from zosfs.fserror import FsError
@@ -125,6 +126,7 @@ class Operations(pyfuse3.Operations):
         self.dirs: dict[int, DirHandle] = {}
         self._next_fh = 1
         self.fault: Callable[[str], None] | None = None  # tests: raise inside a handler
+        self.open_check = OpenCheck(ns, reads)
 
     def _fh(self) -> int:
         fh = self._next_fh
@@ -323,12 +325,16 @@ class Operations(pyfuse3.Operations):
         inode = self.ns.get(ino)
         if inode.is_dir:
             raise FsError(errno.EISDIR)
-        if not inode.fresh():
-            await self.ns.getattr(inode)  # close-to-open: see other writers' changes
         writable = flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
         # O_RDONLY|O_TRUNC truncates too, as on a local disk: the kernel has
         # checked that the opener may write before passing O_TRUNC on.
         truncating = bool(flags & os.O_TRUNC)
+        if self.opts.open_revalidate == "always" and not truncating:
+            # Close-to-open: the latest version in the bucket (one request).
+            if await self.open_check.check(inode, reading=flags & os.O_ACCMODE != os.O_WRONLY):
+                _forget_kernel_attrs(inode.ino)
+        elif not inode.fresh():
+            await self.ns.getattr(inode)  # (open_revalidate=ttl, or O_TRUNC: no need to read it)
         if writable or truncating:
             await self.ns.check_unlocked(inode, "writing")
         if truncating:
@@ -535,6 +541,16 @@ class Operations(pyfuse3.Operations):
         if name in NO_XATTR_NAMES or name.startswith(NO_XATTR_PREFIXES):
             raise FsError(pyfuse3.ENOATTR)
         await self.xattrs.remove(self.ns.get(ino), _xattr_name(name))
+
+
+def _forget_kernel_attrs(ino: int) -> None:
+    """Make the kernel ask `getattr` again: the size it holds bounds what
+    it reads (`cat` of a file that grew elsewhere would stop at the old
+    size). Attributes only, which takes no lock: safe inside a request."""
+    try:
+        pyfuse3.invalidate_inode(ino, attr_only=True)
+    except OSError as err:  # (ENOENT: the kernel holds no such inode any more)
+        log.debug("invalidating the attributes of inode %d: %s", ino, err)
 
 
 def _xattr_name(raw: bytes) -> str:

@@ -136,6 +136,7 @@ class Options:
     # Caching of names and attributes
     attr_timeout: float = opt(5.0, "Seconds the kernel and zosfs may reuse file attributes.")
     entry_timeout: float = opt(5.0, "Seconds a name lookup may be reused.")
+    open_revalidate: str = opt("always", "`always`: every `open()` checks the object's ETag with the server (one request, which also fetches a small file's first block), so it reads the latest closed version; `ttl`: only when its attributes are older than `attr_timeout` (fewer requests, may read a version up to that old).", parse_choice("always", "ttl"))
     negative_timeout: float = opt(1.0, "Seconds a failed lookup (no such file) may be reused, by zosfs and the kernel; then the server is asked again, even while the directory's listing is cached.")
     dir_cache_ttl: float = opt(5.0, "Seconds a directory listing may be reused.")
     change_feed: bool = opt(True, "Tell other zosfs mounts of this bucket about this mount's changes, and follow theirs, through an appendable object under `.zosfs/feed/` (see Change feed), so that they show within about a second; off, or where append is unavailable (versioned or object-lock buckets): the timers above.", shown="`on`")

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.bench.contenders import Boto3, Contender, drop_caches
+from tests.bench.crossmount import cross_mount_cat
 from tests.bench.context import (
     SEED,
     Context,
@@ -472,6 +473,8 @@ def workloads(sizes: Any) -> list[Workload]:
                  _random(MiB, "rand_1m", "rand_1m_reads"), prepare=prepare_read),
         Workload("small_files", (M("small_files", f"create {sizes.small_files:,} files of 4 KiB (until in bucket)",
                                    "files/s", True),), small_files),
+        Workload("xmount", (M("xmount_cat", f"cat {sizes.small_files:,} files of 4 KiB just rewritten by another mount",
+                              "files/s", True),), cross_mount_cat, boto3=False),
         Workload("ls", (M("ls_first", f"ls -l of {sizes.ls_files:,} files, first mount (boto3: bare LIST)", "s", False),
                         M("ls_remount", f"ls -l of {sizes.ls_files:,} files, zosfs remount (boto3: bare LIST)", "s",
                           False)),

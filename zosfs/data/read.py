@@ -170,6 +170,17 @@ class BlockCache:
         if data and len(data) <= self.block_size:
             self.cache.put((key, etag, n), data)
 
+    def store_first(self, key: str, etag: str, data: bytes | bytearray | memoryview, whole: bool) -> None:
+        """Hook for the check of an open: `data` is block 0 of version `etag`
+        (`whole`: all of it). Blocks of older versions no reader has open
+        are then of no use: dropped at once, so that the first read does not
+        try to chain them to this version (`adopt`) at the cost of a GET."""
+        if whole:
+            for old in list(self.cache.etags(key)):
+                if old != etag and not self._open[(key, old)]:
+                    self.cache.forget(key, old)
+        self.store(key, etag, 0, bytes(data))
+
     def drop(self, key: str) -> int:
         """Drop every cached block of an object (all versions, all tiers)."""
         return self.cache.forget(key)

@@ -9,6 +9,7 @@ in parsing their headers.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 from collections.abc import Iterable
 from xml.sax.saxutils import escape
@@ -83,6 +84,31 @@ class ObjectRequests(ClientCore):
         without it sends the bytes unchanged."""
         resp = await self._request("GetObject", "GET", key, query={"x-zos-process": process})
         return resp.body
+
+    async def head_if_changed(self, key: str, etag: str | None) -> ObjectInfo | None:
+        """HEAD with If-None-Match `etag`: None if the object still has that
+        ETag (a 304, no headers to parse), else what HEAD tells."""
+        headers = {"if-none-match": f'"{etag}"'} if etag else {}
+        resp = await self._request("HeadObject", "HEAD", key, headers=headers)
+        return None if resp.status == 304 else self._info(key, resp.headers)
+
+    async def get_first(
+        self, key: str, end: int, etag: str | None
+    ) -> tuple[ObjectInfo, bytes | bytearray | memoryview] | None:
+        """Bytes [0, end) of an object with everything a HEAD tells (its size
+        from Content-Range), in one request: the check of an open that will
+        read the file. With `etag`, None if the object still has that ETag."""
+        headers = {"range": f"bytes=0-{end - 1}"}
+        if etag:
+            headers["if-none-match"] = f'"{etag}"'
+        resp = await self._request("GetObject", "GET", key, headers=headers)
+        if resp.status == 304:
+            return None
+        info = self._info(key, resp.headers)
+        total = resp.headers.get("content-range", "").rpartition("/")[2]
+        if resp.status == 206 and total.isdigit():
+            info = dataclasses.replace(info, size=int(total))
+        return info, resp.body
 
     async def put(self, key: str, body: Body, opts: WriteOptions | None = None) -> str:
         """Create or replace an object; returns its ETag."""

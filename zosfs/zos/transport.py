@@ -78,7 +78,8 @@ class HttpTransport:
         error_key: str | None = None,
         retry_timeouts: bool = True,
     ) -> Response:
-        """One request with retries for transient failures; 2xx or ZosError."""
+        """One request with retries for transient failures; 2xx (or 304, the
+        answer to a conditional request that held) or ZosError."""
         query = query or {}
         path = self.path(key)
         target = quote_path(path) + (f"?{query_string(query)}" if query else "")
@@ -97,7 +98,7 @@ class HttpTransport:
             except HttpError as exc:
                 err = from_code(CONNECTION_FAILED, None, op=op, key=error_key or key, detail=str(exc))
             else:
-                if 200 <= resp.status < 300:
+                if 200 <= resp.status < 300 or resp.status == 304:  # (304: If-None-Match held)
                     _observe(self._observer, op, start, None, nbytes + len(resp.body))
                     return resp
                 err = from_answer(op, error_key or key, resp.status, resp.headers, resp.body,
