@@ -2,30 +2,32 @@
 
 Each handler decodes its arguments, calls down, and encodes the answer. No
 policy lives here (no retries, no caching decisions). Every handler is
-wrapped by `handler`, so that only `FUSEError` ever leaves it: pyfuse3 ends
-the whole mount on any other exception.
+wrapped by `handler` (fuse_handler.py), so that only `FUSEError` ever leaves
+it: pyfuse3 ends the whole mount on any other exception. The handlers of open
+files (fuse_files.py) and of extended attributes (fuse_xattrs.py) are mixins
+of `Operations`; this module holds the namespace and directory handlers.
 """
 
 from __future__ import annotations
 
 import errno
-import functools
-import json
 import logging
-import os
 import stat
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import pyfuse3
 
 from zosfs.data.opencheck import OpenCheck
-from zosfs.data.read import BlockCache, Reader, same_data
+from zosfs.data.read import BlockCache
 from zosfs.data.write import WritePath
 from zosfs.fserror import FsError
-from zosfs.limits import MAX_FILE_SIZE, within_max_size
+from zosfs.fuse_files import FileHandle, FileOps
+from zosfs.fuse_handler import handler
+from zosfs.fuse_xattrs import XattrOps
+from zosfs.limits import MAX_FILE_SIZE
 from zosfs.namespace import names
 from zosfs.namespace.inodes import Inode
 from zosfs.namespace.listing import Listing
@@ -34,66 +36,11 @@ from zosfs.namespace.owners import new_owner
 from zosfs.namespace.tree import Namespace
 from zosfs.options import Options
 from zosfs.xattrs import Xattrs
-from zosfs.zos import ZosError
 
 log = logging.getLogger(__name__)
 
-STATS_XATTR = b"user.zosfs.stats"
-CACHE_XATTR = b"user.zosfs.cache"  # a file's cached blocks (JSON); set to "drop" to drop them
-# Asked for by ls -l (selinux, the POSIX ACLs) and the kernel (capability, on
-# every write) on every file; never stored (see zosfs/xattrs.py), so answered
-# here at once, without looking at the inode.
-NO_XATTR_NAMES = frozenset({b"security.capability", b"security.selinux"})
-NO_XATTR_PREFIXES = (b"system.",)
-
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
-
-
 # Offsets of a directory listing: "." is 0, ".." is 1, the names come after.
 DOT_ENTRIES = 2
-# Errors that answer what was asked, not failures of the mount.
-ROUTINE_ERRORS = {errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY, errno.ENOTSUP, errno.ENODATA}
-
-
-def handler(fn: F) -> F:
-    """Map every failure of a handler to an errno, and log its cause."""
-
-    @functools.wraps(fn)
-    async def wrapper(self: Operations, *args: Any) -> Any:
-        try:
-            return await fn(self, *args)
-        except pyfuse3.FUSEError:
-            raise
-        except FsError as err:
-            if err.message:
-                # (Routine answers, such as ENOTSUP to `cp -a` setting a
-                # POSIX ACL on every file, would flood the log.)
-                level = logging.DEBUG if err.errno in ROUTINE_ERRORS else logging.WARNING
-                log.log(level, "%s: %s (%s)", fn.__name__, err.message, errno.errorcode.get(err.errno, err.errno))
-            raise pyfuse3.FUSEError(err.errno) from None
-        except ZosError as err:
-            log.warning("%s failed: %s [errno %s]", fn.__name__, err, errno.errorcode.get(err.errno, err.errno))
-            raise pyfuse3.FUSEError(err.errno) from None
-        except Exception:
-            log.exception("internal error in %s; answering EIO", fn.__name__)
-            raise pyfuse3.FUSEError(errno.EIO) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-@dataclass
-class FileHandle:
-    """One open file. It reads the version of the object current at open,
-    so that a change by another client reads as EIO (or as the old bytes
-    still cached), never as a mix of two versions; it follows only this
-    mount's own changes (`version`, see `WritePath.version`)."""
-
-    inode: Inode
-    writable: bool
-    etag: str  # the version this handle reads: the one current at open
-    size: int
-    version: int  # WritePath.version of the inode when etag and size were taken
-    reader: Reader | None = None
 
 
 @dataclass
@@ -103,7 +50,7 @@ class DirHandle:
     names: list[str]
 
 
-class Operations(pyfuse3.Operations):
+class Operations(FileOps, XattrOps, pyfuse3.Operations):
     """pyfuse3 operations of one mount."""
 
     def __init__(
@@ -318,126 +265,6 @@ class Operations(pyfuse3.Operations):
         self._check_fault("link")
         raise FsError(errno.EPERM, "hard links are not supported: an object has exactly one key")
 
-    # -- files ----------------------------------------------------------------------
-
-    @handler
-    async def open(self, ino: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        inode = self.ns.get(ino)
-        if inode.is_dir:
-            raise FsError(errno.EISDIR)
-        writable = flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
-        # O_RDONLY|O_TRUNC truncates too, as on a local disk: the kernel has
-        # checked that the opener may write before passing O_TRUNC on.
-        truncating = bool(flags & os.O_TRUNC)
-        if self.opts.open_revalidate == "always" and not truncating:
-            # Close-to-open: the latest version in the bucket (one request).
-            if await self.open_check.check(inode, reading=flags & os.O_ACCMODE != os.O_WRONLY):
-                _forget_kernel_attrs(inode.ino)
-        elif not inode.fresh():
-            await self.ns.getattr(inode)  # (open_revalidate=ttl, or O_TRUNC: no need to read it)
-        if writable or truncating:
-            await self.ns.check_unlocked(inode, "writing")
-        if truncating:
-            await self.writes.open_truncated(inode)
-        elif writable and flags & os.O_APPEND:
-            self.writes.writer(inode).opened_for_append = True
-        return self._open_handle(inode, writable)
-
-    def _open_handle(self, inode: Inode, writable: bool) -> pyfuse3.FileInfo:
-        fh = self._fh()
-        others = [h for h in self.files.values() if h.inode is inode]
-        self.files[fh] = FileHandle(inode, writable, inode.etag, inode.size, self.writes.version(inode))
-        inode.opens += 1
-        fi = pyfuse3.FileInfo(fh=fh)
-        # Keep the kernel's pages only if they are of the version now current.
-        fi.keep_cache = inode.writer is not None or bool(inode.etag and inode.etag == inode.page_etag)
-        inode.page_etag = inode.etag
-        if inode.writer is None and any(self._reads_old_version(h) for h in others):
-            # The page cache is one per inode: while handles of the old
-            # version are open, this one bypasses it, so that neither sees
-            # the other's pages, and no page is trusted afterwards.
-            fi.direct_io = True
-            inode.page_etag = ""
-        return fi
-
-    def _follow_changes(self, handle: FileHandle) -> None:
-        """Let a handle read the version now current if this mount changed
-        the content (a writer began or ended), if only the metadata changed
-        (the ETag moved on by empty appends, or to one not known), or if
-        another client appended to the object (it is appendable and not
-        shorter): `tail -f` of a log written elsewhere sees new lines once
-        the attributes are revalidated (attr_timeout). Other changes by
-        others are not followed: the handle reads EIO instead."""
-        inode = handle.inode
-        version = self.writes.version(inode)
-        if (
-            handle.version != version
-            or (handle.etag and not inode.etag)
-            or (handle.etag != inode.etag and same_data(handle.etag, inode.etag))
-            or (handle.etag != inode.etag and inode.writer is None and inode.appendable and inode.size >= handle.size)
-        ):
-            handle.etag, handle.size, handle.version = inode.etag, inode.size, version
-
-    def _reads_old_version(self, handle: FileHandle) -> bool:
-        self._follow_changes(handle)
-        return handle.etag != handle.inode.etag
-
-    @handler
-    async def create(
-        self, parent_ino: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
-    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        parent = self.ns.get(parent_ino)
-        mode, gid = new_owner(parent.attrs, mode & ~ctx.umask, ctx.gid, is_dir=False)
-        inode = await self.ns.create_file(parent, names.from_fuse(name), mode, ctx.uid, gid)
-        self.writes.writer(inode)
-        inode.lookups += 1
-        return self._open_handle(inode, True), self.entry(inode)
-
-    @handler
-    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
-        self._check_fault("read")
-        handle = self.files[fh]
-        inode = handle.inode
-        if inode.writer is not None:
-            return await self.writes.read(inode, off, size)
-        if not inode.remote:
-            return b""
-        key = self.ns.key(inode)
-        self._follow_changes(handle)
-        reader = handle.reader
-        if reader is None or reader.key != key or reader.etag != handle.etag:
-            if reader is not None:
-                reader.close()
-            reader = handle.reader = Reader(self.reads, key, handle.etag, handle.size, self.opts.readahead,
-                                            inode.appendable)
-        return await reader.read(off, size)
-
-    @handler
-    async def write(self, fh: int, off: int, buf: bytes) -> int:
-        self._check_fault("write")
-        return await self.writes.write(self.files[fh].inode, off, within_max_size(off, buf))
-
-    @handler
-    async def flush(self, fh: int) -> None:
-        await self.writes.flush(self.files[fh].inode)
-
-    @handler
-    async def fsync(self, fh: int, datasync: bool) -> None:
-        await self.writes.flush(self.files[fh].inode)
-
-    @handler
-    async def release(self, fh: int) -> None:
-        handle = self.files.pop(fh)
-        inode = handle.inode
-        inode.opens -= 1
-        if handle.reader is not None:
-            handle.reader.close()
-        try:
-            if not inode.opens:
-                await self.writes.release(inode)
-        finally:
-            self.ns.table.release(inode)
-
     # -- directories -------------------------------------------------------------------
 
     @handler
@@ -507,54 +334,3 @@ class Operations(pyfuse3.Operations):
         s.f_files = s.f_ffree = s.f_favail = 1 << 32
         s.f_namemax = names.NAME_MAX
         return s
-
-    # -- extended attributes -----------------------------------------------------------
-
-    @handler
-    async def getxattr(self, ino: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        if name in NO_XATTR_NAMES or name.startswith(NO_XATTR_PREFIXES):
-            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)  # directly: ls -l asks twice per file
-        if name == STATS_XATTR and ino == pyfuse3.ROOT_INODE:
-            return json.dumps(self.stats(), separators=(",", ":")).encode()
-        if name == CACHE_XATTR:
-            return json.dumps(self.reads.describe(self.ns.key(self.ns.get(ino)))).encode()
-        return await self.xattrs.get(self.ns.get(ino), _xattr_name(name))
-
-    @handler
-    async def listxattr(self, ino: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
-        # trusted.* only for root (the kernel lets no one else read them; uid 0
-        # stands for CAP_SYS_ADMIN, which the request does not carry).
-        return await self.xattrs.list(self.ns.get(ino), privileged=ctx.uid == 0)
-
-    @handler
-    async def setxattr(self, ino: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
-        if name in NO_XATTR_NAMES or name.startswith(NO_XATTR_PREFIXES):
-            # (cp -a sets system.posix_acl_access on every file: ENOTSUP, which it ignores.)
-            raise FsError(errno.ENOTSUP, f"{name.decode(errors='replace')} is not stored (see README: Extended attributes)")
-        if name == CACHE_XATTR and value.strip() == b"drop":
-            self.reads.drop(self.ns.key(self.ns.get(ino)))
-            return
-        await self.xattrs.set(self.ns.get(ino), _xattr_name(name), value)
-
-    @handler
-    async def removexattr(self, ino: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        if name in NO_XATTR_NAMES or name.startswith(NO_XATTR_PREFIXES):
-            raise FsError(pyfuse3.ENOATTR)
-        await self.xattrs.remove(self.ns.get(ino), _xattr_name(name))
-
-
-def _forget_kernel_attrs(ino: int) -> None:
-    """Make the kernel ask `getattr` again: the size it holds bounds what
-    it reads (`cat` of a file that grew elsewhere would stop at the old
-    size). Attributes only, which takes no lock: safe inside a request."""
-    try:
-        pyfuse3.invalidate_inode(ino, attr_only=True)
-    except OSError as err:  # (ENOENT: the kernel holds no such inode any more)
-        log.debug("invalidating the attributes of inode %d: %s", ino, err)
-
-
-def _xattr_name(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise FsError(errno.EINVAL, "attribute names must be UTF-8") from None
