@@ -41,7 +41,7 @@ class FeedApplier:
                 self.invalidate_all(f"mount {rec.mount} asked for it")
                 continue
             for key in rec.keys:
-                self.invalidate_key(key, rec.is_dir)
+                self.invalidate_key(key, rec.is_dir, changed_only=rec.op == "change")
 
     def on_resync(self, why: str) -> None:
         """The FeedReader callback for lost continuity."""
@@ -66,8 +66,11 @@ class FeedApplier:
             directory = child
         return None  # unreachable: the loop returns at the last part
 
-    def invalidate_key(self, key: str, is_dir: bool = False) -> None:
-        """Forget what this mount knows of `key` and of its directory's listing."""
+    def invalidate_key(self, key: str, is_dir: bool = False, *, changed_only: bool = False) -> None:
+        """Forget what this mount knows of `key` and of its directory's listing.
+        `changed_only`: the name still stands for the same file, whose content
+        or metadata changed; the kernel keeps the name and forgets only the
+        file's attributes, so the next open costs its one check, not a lookup."""
         place = self._place(key)
         if place is None:
             return
@@ -82,7 +85,10 @@ class FeedApplier:
                 ns.listings.pop(child.ino, None)
                 ns.dir_meta.pop(ns.table.prefix(child), None)
         self.stats.invalidations += 1
-        self._kernel_forget(directory.ino, name)
+        if changed_only and child is not None and not child.is_dir:
+            self._kernel_forget_attrs(child.ino)
+        else:
+            self._kernel_forget(directory.ino, name)
 
     def invalidate_all(self, why: str) -> None:
         """Forget every listing, negative answer and attribute (always safe)."""
@@ -100,6 +106,14 @@ class FeedApplier:
         self.stats.full_invalidations += 1
         for parent, name in names:
             self._kernel_forget(parent, name)
+
+    def _kernel_forget_attrs(self, ino: int) -> None:
+        if not self.kernel:
+            return
+        try:
+            pyfuse3.invalidate_inode(ino, attr_only=True)  # attributes only: takes no lock
+        except Exception as err:  # (ENOENT: the kernel holds no such inode any more)
+            log.debug("change feed: kernel invalidation of inode %d failed: %s", ino, err)
 
     def _kernel_forget(self, parent: int, name: str) -> None:
         if not self.kernel:
