@@ -282,6 +282,15 @@ class Rule:
         return True
 
 
+# Keys zosfs keeps for itself at a bucket's root (zosfs.namespace.names,
+# zosfs.namespace.index): the change feed and the metadata index.
+RESERVED_KEYS = (".zosfs/", ".zosfs-index/")
+
+
+def _reserved(record: Record) -> bool:
+    return record.key.startswith(RESERVED_KEYS)
+
+
 @dataclass
 class Record:
     """One request seen by the proxy, added when its head arrives.
@@ -1046,10 +1055,13 @@ class FaultProxy:
 
     # -- statistics ---------------------------------------------------------
 
-    def records(self, op: str | None = None) -> list[Record]:
-        """The requests seen since the start or `reset_stats()`, oldest first."""
+    def records(self, op: str | None = None, *, reserved: bool = False) -> list[Record]:
+        """The requests seen since the start or `reset_stats()`, oldest first.
+        Requests for zosfs's own reserved keys (the change feed, the metadata
+        index: `RESERVED_KEYS`) are left out unless `reserved`: tests count
+        what the mount did with the files they made."""
         with self._lock:
-            return [r for r in self._records if op is None or r.op == op]
+            return [r for r in self._records if (op is None or r.op == op) and (reserved or not _reserved(r))]
 
     def count(self, op: str | None = None, **filters: object) -> int:
         """How many requests of `op` were seen whose Record fields equal `filters`.
@@ -1105,10 +1117,12 @@ class FaultProxy:
             raise TypeError(f"Record has no fields {sorted(unknown)}")
 
     def _count_locked(self, op: str | None, filters: Mapping[str, object]) -> int:
+        # (Requests for zosfs's reserved keys are not counted: see `records`.)
         return sum(
             1
             for r in self._records
             if (op is None or r.op == op)
+            and not _reserved(r)
             and all(getattr(r, name) == value for name, value in filters.items())
         )
 
