@@ -1101,9 +1101,10 @@ class FaultProxy:
 
     @property
     def stats(self) -> collections.Counter[str]:
-        """The number of requests seen per operation name."""
+        """The number of requests seen per operation name (not counting
+        zosfs's reserved keys: see `records`)."""
         with self._lock:
-            return collections.Counter(r.op for r in self._records)
+            return collections.Counter(r.op for r in self._records if not _reserved(r))
 
     def reset_stats(self) -> None:
         """Forget the records (rules keep their counters)."""
