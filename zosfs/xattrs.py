@@ -46,6 +46,7 @@ import datetime as dt
 import errno
 import logging
 import re
+from collections.abc import Callable
 
 import pyfuse3
 
@@ -422,16 +423,8 @@ class Xattrs:
             await self._fresh(inode)
         previous, inode.content_type = inode.content_type, value
         writer = inode.writer
-        if writer is not None and (writer.pending or not inode.remote):
-            writer.attrs_changed()  # the pending upload carries it
-            return
-        try:
-            await self.ns.set_attrs(inode, inode.attrs, persist=True)
-        except BaseException:
-            inode.content_type = previous
-            raise
-        if writer is not None:
-            writer.base_etag = inode.etag
+        await self._persist(inode, writer is not None and (writer.pending or not inode.remote),
+                            lambda: setattr(inode, "content_type", previous))
 
     # -- other attributes, of any namespace (x-amz-meta-xattr) ------------------------------
 
@@ -451,13 +444,19 @@ class Xattrs:
             raise FsError(errno.E2BIG, f"the attributes of one object are limited to {MAX_USER_XATTRS} bytes (encoded)")
         previous, inode.meta = inode.meta, meta
         writer = inode.writer
-        if writer is not None and writer.pending:
-            writer.attrs_changed()  # the pending upload carries them
+        await self._persist(inode, writer is not None and writer.pending, lambda: setattr(inode, "meta", previous))
+
+    async def _persist(self, inode: Inode, deferred: bool, undo: Callable[[], None]) -> None:
+        """Store the inode's changed metadata: carried by the writer's pending
+        upload when `deferred`, else rewritten now (and `undo` on failure)."""
+        writer = inode.writer
+        if deferred and writer is not None:
+            writer.attrs_changed()  # the pending upload carries it
             return
         try:
             await self.ns.set_attrs(inode, inode.attrs, persist=True)
         except BaseException:
-            inode.meta = previous
+            undo()
             raise
         if writer is not None:
             writer.base_etag = inode.etag

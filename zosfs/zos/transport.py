@@ -126,29 +126,15 @@ class BotoTransport:
         """The boto3 client, made on first use."""
         with self._lock:
             if self._client is None:
-                import boto3
-                import botocore.config
-
                 c = self.config
-                self._client = boto3.session.Session(
-                    aws_access_key_id=c.access_key,
-                    aws_secret_access_key=c.secret_key,
-                    aws_session_token=c.session_token,
-                    region_name=c.region,
-                ).client(
-                    "s3",
-                    endpoint_url=c.endpoint,
-                    verify=c.verify_tls,
-                    config=botocore.config.Config(
-                        signature_version=rgw_v2_signer() if c.signature == "v2" else "s3v4",
-                        s3={"addressing_style": "path"},
-                        request_checksum_calculation="when_required",
-                        response_checksum_validation="when_required",
-                        retries={"mode": "standard", "max_attempts": c.max_attempts},
-                        max_pool_connections=max(4, c.max_connections // 4),
-                        connect_timeout=c.connect_timeout,
-                        read_timeout=c.read_timeout,
-                    ),
+                self._client = self._make(
+                    signature_version=rgw_v2_signer() if c.signature == "v2" else "s3v4",
+                    request_checksum_calculation="when_required",
+                    response_checksum_validation="when_required",
+                    retries={"mode": "standard", "max_attempts": c.max_attempts},
+                    max_pool_connections=max(4, c.max_connections // 4),
+                    connect_timeout=c.connect_timeout,
+                    read_timeout=c.read_timeout,
                 )
             return self._client
 
@@ -159,25 +145,27 @@ class BotoTransport:
         sub-resource quirks of `rgw_v2_signer` concern other requests)."""
         with self._lock:
             if self._presigner is None:
-                import boto3
-                import botocore.config
-
-                c = self.config
-                self._presigner = boto3.session.Session(
-                    aws_access_key_id=c.access_key,
-                    aws_secret_access_key=c.secret_key,
-                    aws_session_token=c.session_token,
-                    region_name=c.region,
-                ).client(
-                    "s3",
-                    endpoint_url=c.endpoint,
-                    verify=c.verify_tls,
-                    config=botocore.config.Config(
-                        signature_version="s3" if c.signature == "v2" else "s3v4",
-                        s3={"addressing_style": "path"},
-                    ),
-                )
+                self._presigner = self._make(signature_version="s3" if self.config.signature == "v2" else "s3v4")
             return self._presigner
+
+    def _make(self, **config: Any) -> Any:
+        """A boto3 S3 client for this bucket's endpoint and credentials (path
+        style), with these botocore Config settings."""
+        import boto3
+        import botocore.config
+
+        c = self.config
+        return boto3.session.Session(
+            aws_access_key_id=c.access_key,
+            aws_secret_access_key=c.secret_key,
+            aws_session_token=c.session_token,
+            region_name=c.region,
+        ).client(
+            "s3",
+            endpoint_url=c.endpoint,
+            verify=c.verify_tls,
+            config=botocore.config.Config(s3={"addressing_style": "path"}, **config),
+        )
 
     async def call(self, op: str, key: str, method: str, **params: Any) -> dict[str, Any]:
         """Call boto3's `method` on the bucket in a worker thread; ZosError on failure."""
