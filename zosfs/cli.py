@@ -151,7 +151,9 @@ def stats(argv: list[str]) -> int:
         print(f"log {data['log']}")
     c = data["cache"]
     ratio = f"{c['hit_ratio']:.1%}" if c["hit_ratio"] is not None else "-"
-    print(f"cache {c['bytes'] / 2**20:.1f} / {c['budget'] / 2**20:.0f} MiB   hit ratio {ratio}")
+    fed = c.get("from_writes") or {}
+    print(f"cache {c['bytes'] / 2**20:.1f} / {c['budget'] / 2**20:.0f} MiB   hit ratio {ratio}   "
+          f"from writes {fed.get('stored_bytes', 0) / 2**20:.1f} MiB ({fed.get('pending', 0)} pending)")
     d = data.get("disk_cache", {})
     if d.get("enabled"):
         ratio = f"{d['hit_ratio']:.1%}" if d["hit_ratio"] is not None else "-"

@@ -36,7 +36,10 @@ from zosfs.host import (FAULT_ENV, MountError, injected_faults, return_freed_blo
 from zosfs.namespace.feed import Feed, FeedConfig, FeedStats
 from zosfs.namespace.feed.apply import FeedApplier
 from zosfs.namespace.metacache import MetaCache
+from zosfs.namespace.imageview import ImageView
 from zosfs.namespace.tree import Namespace
+from zosfs.namespace.versions import VersionsView
+from zosfs.namespace.views import Views
 from zosfs.options import Options
 from zosfs.source import Source, state_name
 from zosfs.xattrs import Xattrs
@@ -140,8 +143,10 @@ class Mount:
                 f"{opts.endpoint}|{self.source.bucket}|{opts.block_size}")  # (block n means another range under another block_size)
             reads = BlockCache(zos, opts.cache_size, opts.block_size, disk, opts.prefetch_whole)
             writes = WritePath(ns, zos, staging, opts, caps.append)
+            writes.feeds.blocks = reads  # what this mount uploads is cached (see cachefeed.py)
             xattrs = Xattrs(ns, writes, opts.bypass_governance)
-            self.ops = ops = Operations(ns, reads, writes, xattrs, opts, self.stats)
+            self.ops = ops = Operations(ns, reads, writes, xattrs, opts, self.stats,
+                                        make_views(zos, opts, self.source.prefix, caps.versioning))
             if os.environ.get(FAULT_ENV):  # tests only
                 log.warning("%s=%s: handlers will fail on purpose", FAULT_ENV, os.environ[FAULT_ENV])
                 ops.fault = injected_faults(os.environ[FAULT_ENV])
@@ -169,6 +174,7 @@ class Mount:
                     nursery.start_soon(self._announce, on_ready)
                     nursery.start_soon(self._signals, writes)
                     nursery.start_soon(ns.deletes.run)
+                    nursery.start_soon(ns.dir_times.run)
                     if feed is not None:
                         nursery.start_soon(feed.run)
                     if leftovers:
@@ -183,8 +189,12 @@ class Mount:
                     failed = await writes.flush_all(deadline)
                     with trio.move_on_at(max(deadline, trio.current_time() + 1)):
                         await ns.deletes.settle()  # queued deletes reach the server before exit
+                    with trio.move_on_at(max(deadline, trio.current_time() + 1)):
+                        await ns.dir_times.flush()  # directories' times, on their markers
                     if feed is not None:
                         await feed.close()  # other mounts hear of the last changes
+                    with trio.move_on_after(10):
+                        await writes.feeds.drain()  # what was uploaded last is cached for the next mount
                     if disk is not None:
                         with trio.move_on_after(10):
                             await disk.drain()  # blocks fetched last are on disk for the next mount
@@ -297,15 +307,30 @@ class Mount:
             "uptime": round(time.time() - self.started, 1),
             "requests": self.requests.snapshot(),
             "cache": {"bytes": reads.size, "budget": self.opts.cache_size, "hits": reads.hits,
-                      "misses": reads.misses, "hit_ratio": round(reads.hits / lookups, 3) if lookups else None},
+                      "misses": reads.misses, "hit_ratio": round(reads.hits / lookups, 3) if lookups else None,
+                      "from_writes": writes.feeds.stats()},
             "disk_cache": reads.disk.stats() if self.disk_note == "" else {"enabled": False, "reason": self.disk_note},
             "dirty_bytes": writes.dirty_bytes(),
             "staging_reserved": writes.staging.used,
             "uploads": uploads,
             "inodes": len(ns.table.by_ino),
+            "dir_times": {"queued": len(ns.dir_times.pending), "written": ns.dir_times.written,
+                          "failed": ns.dir_times.failed, "skipped": ns.dir_times.skipped},
             "feed": {**self.feed.stats.snapshot(), "requests": self.feed_requests.snapshot()} if self.feed is not None else None,
             "revalidations": dict(ns.revalidations),
             "open_files": len(ops.files),
             "memory_rss": rss_bytes(),
             "log": self.log_where,
         }
+
+
+def make_views(zos: ZosClient, opts: Options, root_prefix: str, versioning: str | None) -> Views:
+    """The read-only views the options ask for. The versions view only in a
+    bucket whose versioning is (or was) enabled: elsewhere every object has
+    one version, and `.zos-versions` stays an ordinary name."""
+    views = Views(opts.uid, opts.gid, time.time())
+    if opts.versions_view != "off" and versioning:
+        views.add_view(VersionsView(zos, root_prefix), shown=opts.versions_view == "shown")
+    if opts.image_view != "off":
+        views.add_view(ImageView(zos, root_prefix, opts.attr_timeout), shown=opts.image_view == "shown")
+    return views

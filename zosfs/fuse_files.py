@@ -12,7 +12,7 @@ import errno
 import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyfuse3
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from zosfs.data.read import BlockCache
     from zosfs.data.write import WritePath
     from zosfs.namespace.tree import Namespace
+    from zosfs.namespace.views import Views
     from zosfs.options import Options
 
 log = logging.getLogger("zosfs.fuse_ops")
@@ -58,16 +59,20 @@ class FileOps:
     opts: Options
     open_check: OpenCheck
     files: dict[int, FileHandle]
+    views: Views
+    view_files: dict[int, Any]
 
     # (`_fh`, `_check_fault` and `entry` are Operations' own.)
 
 
     @handler
     async def open(self, ino: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        writable = flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
+        if self.views.owns(ino):
+            return await self.view_open(ino, writable or bool(flags & os.O_TRUNC))
         inode = self.ns.get(ino)
         if inode.is_dir:
             raise FsError(errno.EISDIR)
-        writable = flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
         # O_RDONLY|O_TRUNC truncates too, as on a local disk: the kernel has
         # checked that the opener may write before passing O_TRUNC on.
         truncating = bool(flags & os.O_TRUNC)
@@ -81,6 +86,10 @@ class FileOps:
             await self.ns.check_unlocked(inode, "writing")
         if truncating:
             await self.writes.open_truncated(inode)
+            # O_TRUNC moves mtime and ctime, of an empty file too; the
+            # writer's upload at close carries them.
+            inode.attrs = self.ns.touched(inode.attrs)
+            self.writes.writer(inode).attrs_changed()
         elif writable and flags & os.O_APPEND:
             self.writes.writer(inode).opened_for_append = True
         return self._open_handle(inode, writable)
@@ -128,6 +137,7 @@ class FileOps:
     async def create(
         self, parent_ino: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        self.views.refuse(parent_ino, names.from_fuse(name))
         parent = self.ns.get(parent_ino)
         mode, gid = new_owner(parent.attrs, mode & ~ctx.umask, ctx.gid, is_dir=False)
         inode = await self.ns.create_file(parent, names.from_fuse(name), mode, ctx.uid, gid)
@@ -138,6 +148,8 @@ class FileOps:
     @handler
     async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
         self._check_fault("read")
+        if fh in self.view_files:
+            return await self.view_read(fh, off, size)
         handle = self.files[fh]
         inode = handle.inode
         if inode.writer is not None:
@@ -161,14 +173,20 @@ class FileOps:
 
     @handler
     async def flush(self, fh: int) -> None:
+        if fh in self.view_files:
+            return
         await self.writes.flush(self.files[fh].inode)
 
     @handler
     async def fsync(self, fh: int, datasync: bool) -> None:
+        if fh in self.view_files:
+            return
         await self.writes.flush(self.files[fh].inode)
 
     @handler
     async def release(self, fh: int) -> None:
+        if fh in self.view_files:
+            return self.view_release(fh)
         handle = self.files.pop(fh)
         inode = handle.inode
         inode.opens -= 1

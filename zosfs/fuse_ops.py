@@ -26,14 +26,16 @@ from zosfs.data.write import WritePath
 from zosfs.fserror import FsError
 from zosfs.fuse_files import FileHandle, FileOps
 from zosfs.fuse_handler import handler
+from zosfs.fuse_views import ViewDir, ViewFile, ViewOps
 from zosfs.fuse_xattrs import XattrOps
 from zosfs.limits import MAX_FILE_SIZE
 from zosfs.namespace import names
 from zosfs.namespace.inodes import Inode
 from zosfs.namespace.listing import Listing
-from zosfs.namespace.metadata import decode_rdev
+from zosfs.namespace.metadata import atime_of, decode_rdev, with_times
 from zosfs.namespace.owners import new_owner
 from zosfs.namespace.tree import Namespace
+from zosfs.namespace.views import Views
 from zosfs.options import Options
 from zosfs.xattrs import Xattrs
 
@@ -48,9 +50,10 @@ class DirHandle:
     inode: Inode
     listing: Listing
     names: list[str]
+    extra: list[str]  # the views listed in the root (option versions_view=shown, image_view=shown)
 
 
-class Operations(FileOps, XattrOps, pyfuse3.Operations):
+class Operations(FileOps, XattrOps, ViewOps, pyfuse3.Operations):
     """pyfuse3 operations of one mount."""
 
     def __init__(
@@ -61,6 +64,7 @@ class Operations(FileOps, XattrOps, pyfuse3.Operations):
         xattrs: Xattrs,
         opts: Options,
         stats: Callable[[], dict[str, Any]],
+        views: Views | None = None,
     ) -> None:
         super().__init__()
         self.ns = ns
@@ -74,6 +78,9 @@ class Operations(FileOps, XattrOps, pyfuse3.Operations):
         self._next_fh = 1
         self.fault: Callable[[str], None] | None = None  # tests: raise inside a handler
         self.open_check = OpenCheck(ns, reads)
+        self.views = views or Views(opts.uid, opts.gid, time.time())
+        self.view_dirs: dict[int, ViewDir] = {}
+        self.view_files: dict[int, ViewFile] = {}
 
     def _fh(self) -> int:
         fh = self._next_fh
@@ -105,7 +112,7 @@ class Operations(FileOps, XattrOps, pyfuse3.Operations):
         e.st_size = 0 if inode.is_dir else inode.size
         e.st_blksize = 1 << 20  # cp and friends size their buffers by it: fewer, larger writes
         e.st_blocks = -(-e.st_size // 512)
-        e.st_atime_ns = a.mtime_ns
+        e.st_atime_ns = atime_of(a)
         e.st_mtime_ns = a.mtime_ns
         e.st_ctime_ns = a.ctime_ns
         return e
@@ -124,8 +131,10 @@ class Operations(FileOps, XattrOps, pyfuse3.Operations):
     @handler
     async def lookup(self, parent_ino: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self._check_fault("lookup")
-        parent = self.ns.get(parent_ino)
         text = names.from_fuse(name)
+        if self.views.handles(parent_ino, text):
+            return await self.view_lookup(parent_ino, text)
+        parent = self.ns.get(parent_ino)
         try:
             inode = await self.ns.lookup(parent, text)
         except FsError as err:
@@ -138,11 +147,16 @@ class Operations(FileOps, XattrOps, pyfuse3.Operations):
     @handler
     async def forget(self, inode_list: list[tuple[int, int]]) -> None:
         for ino, count in inode_list:
-            self.ns.table.forget(ino, count)
+            if self.views.owns(ino):
+                self.views.forget(ino, count)
+            else:
+                self.ns.table.forget(ino, count)
 
     @handler
     async def getattr(self, ino: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self._check_fault("getattr")
+        if self.views.owns(ino):
+            return self.view_entry(await self.views.getattr(ino))
         return self.entry(await self.ns.getattr(self.ns.get(ino)))
 
     @handler
@@ -151,16 +165,29 @@ class Operations(FileOps, XattrOps, pyfuse3.Operations):
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
         self._check_fault("setattr")
+        if self.views.owns(ino):
+            raise FsError(errno.EROFS, "a view is read-only")
         inode = self.ns.get(ino)
+        truncated = False
         if fields.update_size:
             if inode.is_dir:
                 raise FsError(errno.EISDIR)
             if attr.st_size > MAX_FILE_SIZE:
                 raise FsError(errno.EFBIG, f"{attr.st_size} bytes: an object holds at most {MAX_FILE_SIZE} (5 TiB)")
             await self.ns.check_unlocked(inode, "truncating")
+            # (A change of size moves mtime and ctime with the data; to the
+            # same size, truncate(2) moves them too, as on a local disk.)
+            truncated = attr.st_size == inode.size
             await self.writes.truncate(inode, attr.st_size)
+        if fields.update_size and not truncated:
+            if not (fields.update_mode or fields.update_uid or fields.update_gid or fields.update_atime
+                    or fields.update_mtime):
+                return self.entry(inode)  # the upload of the new size carries the new times
+        # (A setattr with no field at all is chown(-1, -1), or another change
+        # of nothing: on a local disk it moves ctime, and so it does here.)
         a = inode.attrs
-        mode, uid, gid, mtime = a.mode, a.uid, a.gid, a.mtime_ns
+        now = time.time_ns()
+        mode, uid, gid, mtime, atime = a.mode, a.uid, a.gid, a.mtime_ns, atime_of(a)
         if fields.update_mode:
             mode = stat.S_IFMT(a.mode) | stat.S_IMODE(attr.st_mode)
         if fields.update_uid:
@@ -169,27 +196,37 @@ class Operations(FileOps, XattrOps, pyfuse3.Operations):
             gid = attr.st_gid
         if fields.update_mtime:
             mtime = attr.st_mtime_ns
-        if (mode, uid, gid, mtime) != (a.mode, a.uid, a.gid, a.mtime_ns):
-            new = type(a)(mode, uid, gid, mtime, time.time_ns())
-            writer = inode.writer
-            if writer is not None and writer.pending:
-                inode.attrs = new
-                writer.attrs_changed()  # the pending upload carries them
-            else:
-                await self.ns.set_attrs(inode, new, persist=True)
-                if writer is not None:
-                    writer.base_etag = inode.etag
+        elif truncated:
+            mtime = now
+        if fields.update_atime:
+            atime = attr.st_atime_ns
+        # Every change of attributes moves ctime, to the same values too
+        # (chown to the same ids, touch -d of the time a file has already).
+        new = with_times(type(a)(mode, uid, gid, mtime, now), atime_ns=atime)
+        if inode.is_dir:
+            self.ns.dir_times.set_explicitly(inode)
+        writer = inode.writer
+        if writer is not None and writer.pending:
+            inode.attrs = new
+            writer.attrs_changed()  # the pending upload carries them
+        else:
+            await self.ns.set_attrs(inode, new, persist=True)
+            if writer is not None:
+                writer.base_etag = inode.etag
         return self.entry(inode)
 
     @handler
     async def readlink(self, ino: int, ctx: pyfuse3.RequestContext) -> bytes:
         self._check_fault("readlink")
+        if self.views.owns(ino):
+            raise FsError(errno.EINVAL)
         target = await self.ns.readlink(self.ns.get(ino))
         return target.encode("utf-8", "surrogateescape")
 
     @handler
     async def symlink(self, parent_ino: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self._check_fault("symlink")
+        self.views.refuse(parent_ino, names.from_fuse(name))
         parent = self.ns.get(parent_ino)
         _, gid = new_owner(parent.attrs, 0, ctx.gid, is_dir=False)
         inode = await self.ns.symlink(parent, names.from_fuse(name), target.decode("utf-8", "surrogateescape"), ctx.uid, gid)
@@ -199,6 +236,7 @@ class Operations(FileOps, XattrOps, pyfuse3.Operations):
     @handler
     async def mkdir(self, parent_ino: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self._check_fault("mkdir")
+        self.views.refuse(parent_ino, names.from_fuse(name))
         parent = self.ns.get(parent_ino)
         mode, gid = new_owner(parent.attrs, mode & ~ctx.umask, ctx.gid, is_dir=True)
         inode = await self.ns.mkdir(parent, names.from_fuse(name), mode, ctx.uid, gid)
@@ -208,6 +246,7 @@ class Operations(FileOps, XattrOps, pyfuse3.Operations):
     @handler
     async def mknod(self, parent_ino: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self._check_fault("mknod")
+        self.views.refuse(parent_ino, names.from_fuse(name))
         parent = self.ns.get(parent_ino)
         text = names.from_fuse(name)
         mode, gid = new_owner(parent.attrs, mode & ~ctx.umask, ctx.gid, is_dir=False)
@@ -225,6 +264,7 @@ class Operations(FileOps, XattrOps, pyfuse3.Operations):
     @handler
     async def unlink(self, parent_ino: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self._check_fault("unlink")
+        self.views.refuse(parent_ino, names.from_fuse(name))
         parent = self.ns.get(parent_ino)
         text = names.from_fuse(name)
         known = self.ns.table.child(parent.ino, text)
@@ -235,6 +275,7 @@ class Operations(FileOps, XattrOps, pyfuse3.Operations):
     @handler
     async def rmdir(self, parent_ino: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self._check_fault("rmdir")
+        self.views.refuse(parent_ino, names.from_fuse(name))
         await self.ns.rmdir(self.ns.get(parent_ino), names.from_fuse(name))
 
     @handler
@@ -243,6 +284,8 @@ class Operations(FileOps, XattrOps, pyfuse3.Operations):
         ctx: pyfuse3.RequestContext,
     ) -> None:
         self._check_fault("rename")
+        self.views.refuse(parent_old, names.from_fuse(name_old))
+        self.views.refuse(parent_new, names.from_fuse(name_new))
         src_parent, dst_parent = self.ns.get(parent_old), self.ns.get(parent_new)
         src_name, dst_name = names.from_fuse(name_old), names.from_fuse(name_new)
         src = self.ns.table.child(src_parent.ino, src_name)
@@ -263,6 +306,7 @@ class Operations(FileOps, XattrOps, pyfuse3.Operations):
     @handler
     async def link(self, ino: int, new_parent: int, new_name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self._check_fault("link")
+        self.views.refuse(new_parent, names.from_fuse(new_name))
         raise FsError(errno.EPERM, "hard links are not supported: an object has exactly one key")
 
     # -- directories -------------------------------------------------------------------
@@ -270,18 +314,23 @@ class Operations(FileOps, XattrOps, pyfuse3.Operations):
     @handler
     async def opendir(self, ino: int, ctx: pyfuse3.RequestContext) -> int:
         self._check_fault("opendir")
+        if self.views.owns(ino):
+            return await self.view_opendir(ino)
         inode = self.ns.get(ino)
         if not inode.is_dir:
             raise FsError(errno.ENOTDIR)
         listing = await self.ns.listing(inode)
         fh = self._fh()
-        self.dirs[fh] = DirHandle(inode, listing, list(listing.names))
+        extra = self.views.shown_at_root() if ino == pyfuse3.ROOT_INODE else []
+        self.dirs[fh] = DirHandle(inode, listing, list(listing.names), [n for n in extra if n not in listing.entries])
         inode.opens += 1
         return fh
 
     @handler
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         self._check_fault("readdir")
+        if fh in self.view_dirs:
+            return self.view_readdir(self.view_dirs[fh], start_id, token)
         dh = self.dirs[fh]
         # "." and ".." first, as a local disk lists them (`ls -a`); the kernel
         # takes no lookup reference for them (fuse_direntplus_link).
@@ -311,9 +360,21 @@ class Operations(FileOps, XattrOps, pyfuse3.Operations):
                 break
             inode.lookups += 1
             i += 1
+        else:
+            await self._readdir_views(dh, max(start_id - DOT_ENTRIES - len(dh.names), 0), token)
+
+    async def _readdir_views(self, dh: DirHandle, first: int, token: pyfuse3.ReaddirToken) -> None:
+        """The views a root listing shows, after the bucket's names."""
+        for j in range(first, len(dh.extra)):
+            entry = await self.view_lookup(pyfuse3.ROOT_INODE, dh.extra[j])
+            if not pyfuse3.readdir_reply(token, dh.extra[j].encode(), entry, len(dh.names) + j + 1 + DOT_ENTRIES):
+                self.views.forget(entry.st_ino, 1)
+                return
 
     @handler
     async def releasedir(self, fh: int) -> None:
+        if fh in self.view_dirs:
+            return self.view_releasedir(fh)
         dh = self.dirs.pop(fh)
         dh.inode.opens -= 1
         self.ns.table.release(dh.inode)

@@ -19,6 +19,7 @@ from zosfs.fuse_handler import handler
 if TYPE_CHECKING:
     from zosfs.data.read import BlockCache
     from zosfs.namespace.tree import Namespace
+    from zosfs.namespace.views import Views
     from zosfs.xattrs import Xattrs
 
 STATS_XATTR = b"user.zosfs.stats"
@@ -28,6 +29,14 @@ CACHE_XATTR = b"user.zosfs.cache"  # a file's cached blocks (JSON); set to "drop
 # here at once, without looking at the inode.
 NO_XATTR_NAMES = frozenset({b"security.capability", b"security.selinux"})
 NO_XATTR_PREFIXES = (b"system.",)
+# Of those, what ls -l asks of every file (its SELinux label, its POSIX ACL)
+# is answered "not supported" (as by a filesystem without labels or ACLs:
+# setting them fails so too): ls then stops asking on this mount (it keeps
+# the st_dev that answered ENOTSUP), instead of sending two FUSE requests per
+# file. security.capability, asked by the kernel on writes, stays "no such
+# attribute".
+UNSUPPORTED_XATTRS = frozenset({b"security.selinux"})
+UNSUPPORTED_PREFIXES = (b"system.posix_acl_",)
 
 
 class XattrOps:
@@ -37,12 +46,17 @@ class XattrOps:
     reads: BlockCache
     xattrs: Xattrs
     stats: Callable[[], dict[str, Any]]
+    views: Views
 
 
     @handler
     async def getxattr(self, ino: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        if name in UNSUPPORTED_XATTRS or name.startswith(UNSUPPORTED_PREFIXES):
+            raise pyfuse3.FUSEError(errno.ENOTSUP)  # directly, and once per mount (see above)
         if name in NO_XATTR_NAMES or name.startswith(NO_XATTR_PREFIXES):
-            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)  # directly: ls -l asks twice per file
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        if self.views.owns(ino):
+            raise FsError(pyfuse3.ENOATTR)  # (a view's files have none)
         if name == STATS_XATTR and ino == pyfuse3.ROOT_INODE:
             return json.dumps(self.stats(), separators=(",", ":")).encode()
         if name == CACHE_XATTR:
@@ -51,6 +65,8 @@ class XattrOps:
 
     @handler
     async def listxattr(self, ino: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        if self.views.owns(ino):
+            return []
         # trusted.* only for root (the kernel lets no one else read them; uid 0
         # stands for CAP_SYS_ADMIN, which the request does not carry).
         return await self.xattrs.list(self.ns.get(ino), privileged=ctx.uid == 0)
@@ -60,6 +76,8 @@ class XattrOps:
         if name in NO_XATTR_NAMES or name.startswith(NO_XATTR_PREFIXES):
             # (cp -a sets system.posix_acl_access on every file: ENOTSUP, which it ignores.)
             raise FsError(errno.ENOTSUP, f"{name.decode(errors='replace')} is not stored (see README: Extended attributes)")
+        if self.views.owns(ino):
+            raise FsError(errno.EROFS, "a view is read-only")
         if name == CACHE_XATTR and value.strip() == b"drop":
             self.reads.drop(self.ns.key(self.ns.get(ino)))
             return
@@ -69,6 +87,8 @@ class XattrOps:
     async def removexattr(self, ino: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         if name in NO_XATTR_NAMES or name.startswith(NO_XATTR_PREFIXES):
             raise FsError(pyfuse3.ENOATTR)
+        if self.views.owns(ino):
+            raise FsError(errno.EROFS, "a view is read-only")
         await self.xattrs.remove(self.ns.get(ino), _xattr_name(name))
 
 

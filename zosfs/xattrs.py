@@ -46,6 +46,7 @@ import datetime as dt
 import errno
 import logging
 import re
+import time
 from collections.abc import Callable
 
 import pyfuse3
@@ -54,7 +55,7 @@ from zosfs.data.write import WritePath
 from zosfs.fserror import FsError
 from zosfs.namespace import contenttype
 from zosfs.namespace.inodes import ROOT_INO, Inode
-from zosfs.namespace.metadata import decode_xattrs, encode_xattrs
+from zosfs.namespace.metadata import decode_xattrs, encode_xattrs, with_times
 from zosfs.namespace.tree import Namespace, is_default_acl
 from zosfs.zos import Acl, Grant, Retention, ZosError
 from zosfs.zosattrs import NAMES as FEATURE_NAMES
@@ -448,14 +449,19 @@ class Xattrs:
 
     async def _persist(self, inode: Inode, deferred: bool, undo: Callable[[], None]) -> None:
         """Store the inode's changed metadata: carried by the writer's pending
-        upload when `deferred`, else rewritten now (and `undo` on failure)."""
+        upload when `deferred`, else rewritten now (and `undo` on failure).
+        A change of xattrs (the content type too) moves ctime."""
         writer = inode.writer
+        previous_attrs = inode.attrs
+        changed = with_times(inode.attrs, ctime_ns=time.time_ns())
         if deferred and writer is not None:
+            inode.attrs = changed
             writer.attrs_changed()  # the pending upload carries it
             return
         try:
-            await self.ns.set_attrs(inode, inode.attrs, persist=True)
+            await self.ns.set_attrs(inode, changed, persist=True)
         except BaseException:
+            inode.attrs = previous_attrs
             undo()
             raise
         if writer is not None:

@@ -248,16 +248,19 @@ class FuseContender(Contender):
         self.mounts = 0
 
     @abstractmethod
-    def command(self, bucket: str, cache_dir: Path) -> list[str]:
-        """The foreground command that mounts `bucket` at `self.mountpoint`."""
+    def command(self, bucket: str, cache_dir: Path, data_cache: bool = False) -> list[str]:
+        """The foreground command that mounts `bucket` at `self.mountpoint`;
+        `data_cache`: with the contender's persistent cache of file data on
+        local disk, in `cache_dir` (the remount workload)."""
 
     def environ(self) -> dict[str, str]:
         return dict(os.environ)
 
-    def mount(self, bucket: str, *, cache_dir: Path | None = None) -> Mount:
+    def mount(self, bucket: str, *, cache_dir: Path | None = None, data_cache: bool = False) -> Mount:
         """Mount `bucket`; with `cache_dir`, reuse (and keep) that cache directory.
 
         Without it the mount gets a new, empty cache directory, deleted at unmount.
+        `data_cache`: see `command`.
         """
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         if mount_fstype(self.mountpoint) is not None:
@@ -273,7 +276,8 @@ class FuseContender(Contender):
         cache_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{self.name}-{self.mounts:03d}.log"
         with log.open("ab") as out:
-            process = subprocess.Popen(self.command(bucket, cache_dir) + self.log_args(log), env=self.environ(),
+            process = subprocess.Popen(self.command(bucket, cache_dir, data_cache) + self.log_args(log),
+                                       env=self.environ(),
                                        stdin=subprocess.DEVNULL, stdout=out, stderr=out)
         mount = Mount(self, self.mountpoint, process, log, [cache_dir], keep)
         try:
@@ -322,7 +326,8 @@ class Zosfs(FuseContender):
         return ("default options" + (f" plus {extra}" if extra else "")
                 + "; a new empty cache_dir per mount (except the ls remount, which reuses the first mount's)")
 
-    def command(self, bucket: str, cache_dir: Path) -> list[str]:
+    def command(self, bucket: str, cache_dir: Path, data_cache: bool = False) -> list[str]:
+        # (The disk cache is on by default, in cache_dir: data_cache changes nothing.)
         opts = {"endpoint": self.endpoint.url, "cache_dir": str(cache_dir), **self.options}
         return [sys.executable, "-m", "zosfs", bucket, str(self.mountpoint), "-f",
                 "-o", ",".join(f"{k}={v}" for k, v in opts.items())]
@@ -374,14 +379,16 @@ class S3fs(Peer):
 
     def notes(self) -> str:
         return (f"{self.binary}; default options; -o url=...,use_path_request_style,passwd_file=... "
-                "(SigV4, its default, works with RGW)")
+                "(SigV4, its default, works with RGW); the remount workload adds -o use_cache=DIR")
 
-    def command(self, bucket: str, cache_dir: Path) -> list[str]:
+    def command(self, bucket: str, cache_dir: Path, data_cache: bool = False) -> list[str]:
         passwd = self.workdir / "s3fs-passwd"
         if not passwd.exists():
             passwd.write_text(f"{self.endpoint.access_key}:{self.endpoint.secret_key}\n")
             passwd.chmod(0o600)
         options = f"url={self.endpoint.url},use_path_request_style,passwd_file={passwd}"
+        if data_cache:
+            options += f",use_cache={cache_dir}"  # (its files are kept at unmount: del_cache is off)
         return [self.binary, bucket, str(self.mountpoint), "-f", "-o", options]
 
 
@@ -415,10 +422,11 @@ class Rclone(Peer):
     def notes(self) -> str:
         return (f"{self.binary}: rclone mount zos:BUCKET --vfs-cache-mode writes (defaults otherwise: "
                 "--vfs-write-back 5s, --vfs-read-chunk-size 128M); remote type s3, provider Ceph; "
-                "a new empty --cache-dir per mount")
+                "a new empty --cache-dir per mount; the remount workload uses --vfs-cache-mode full instead")
 
-    def command(self, bucket: str, cache_dir: Path) -> list[str]:
-        return [self.binary, "mount", f"zos:{bucket}", str(self.mountpoint), "--vfs-cache-mode", "writes",
+    def command(self, bucket: str, cache_dir: Path, data_cache: bool = False) -> list[str]:
+        return [self.binary, "mount", f"zos:{bucket}", str(self.mountpoint),
+                "--vfs-cache-mode", "full" if data_cache else "writes",
                 "--cache-dir", str(cache_dir), "--config", "/dev/null"]
 
     def log_args(self, log: Path) -> list[str]:

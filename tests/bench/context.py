@@ -325,18 +325,20 @@ class Context:
     # -- mounts ---------------------------------------------------------------
 
     @contextmanager
-    def mounted(self, who: Contender, bucket: str, *, cold: bool = True, cache_dir: Path | None = None
-                ) -> Iterator[Mount]:
+    def mounted(self, who: Contender, bucket: str, *, cold: bool = True, cache_dir: Path | None = None,
+                data_cache: bool = False) -> Iterator[Mount]:
         """Mount `bucket` with `who`, and unmount on leaving, whatever happens.
 
         `cold` drops the kernel's caches first, so that nothing a previous
         mount read is served from RAM. The daemon's peak RSS is recorded per
         workload, and zosfs's request counters are kept in `mount.stats`.
+        `data_cache`: with the contender's persistent cache of file data
+        (see FuseContender.command).
         """
         assert isinstance(who, FuseContender)
         if cold:
             drop_caches()
-        mount = who.mount(bucket, cache_dir=cache_dir)
+        mount = who.mount(bucket, cache_dir=cache_dir, data_cache=data_cache)
         try:
             yield mount
             mount.stats = who.stats(mount)

@@ -17,7 +17,7 @@ from typing import Any
 COLORS = {"zosfs": "#1f77b4", "s3fs": "#ff7f0e", "s3fs-debian": "#ffbb78", "rclone": "#2ca02c",
           "rclone-debian": "#98df8a", "boto3": "#7f7f7f"}
 OPERATIONS = ("rand_4k", "rand_1m", "small_files", "append_256m", "append_1k")
-METADATA = ("ls_first", "ls_remount", "find", "rm")
+METADATA = ("ls_first", "ls_remount", "ls_index", "find", "rm")
 LOG_SPAN = 30.0
 
 

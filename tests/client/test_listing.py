@@ -95,6 +95,44 @@ def test_a_control_character_key_at_a_page_end_and_under_a_prefix(rgw, listed_bu
     assert [e.key for e in after.entries] == ["d/x"]
 
 
+@pytest.mark.parametrize("list_api", ["v1", "v2"])
+def test_a_server_that_ignores_encoding_type_is_read_as_it_answers(listed_bucket, proxy, list_api):
+    """Played by the proxy dropping `encoding-type` (unsigned with signature
+    V2): RGW then sends keys as they are, with no <EncodingType>, and a key
+    holding `%25` must not be decoded into another key. The control
+    character comes as `&#x01;` then, and is read too."""
+    proxy.add_rule(Rule(op={"ListObjects", "ListObjectsV2"}, drop_query=("encoding-type",)))
+
+    async def scenario(zos: ZosClient) -> Any:
+        return await whole(zos, "/", 2), await whole(zos, None, 3)
+
+    cfg = client_config(proxy.endpoint, listed_bucket, signature="v2", list_api=list_api)
+    nested, flat = run_client(cfg, scenario)
+    assert nested == (NESTED, 4) and flat == (FLAT, 4)
+
+
+@pytest.mark.parametrize("max_uploads", [1, 2, 1000])
+def test_multipart_uploads_of_odd_keys_are_listed_exactly_on_every_page(rgw, bucket, max_uploads):
+    """ListMultipartUploads asks for URL-encoded keys too (RGW echoes the
+    markers unencoded, a control character as `&#x01;`): every upload once,
+    in order, with its exact key, however the listing is paged."""
+    odd = ["up\x01load", "a&b<c>", "per%25cent", "h i+j", "trailing "]
+
+    async def scenario(zos: ZosClient) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        made = [(key, await zos.create_multipart(key)) for key in odd for _ in range(2)]
+        try:
+            listed = await zos.list_uploads("", max_uploads=max_uploads)
+            under = await zos.list_uploads("up", max_uploads=max_uploads)
+        finally:
+            for key, upload_id in made:
+                await zos.abort_multipart(key, upload_id)
+        assert all(u.initiated > 0 for u in listed)
+        return sorted(made), [(u.key, u.upload_id) for u in listed] + [("under", u.key) for u in under]
+
+    made, listed = run_client(client_config(rgw.endpoint, bucket), scenario)
+    assert listed == made + [("under", "up\x01load")] * 2
+
+
 @pytest.mark.parametrize("list_api", ["auto", "v1", "v2"])
 def test_rgw_honours_v2_and_auto_uses_it(rgw, listed_bucket, list_api):
     async def scenario(zos: ZosClient) -> tuple[str, bool]:

@@ -99,3 +99,71 @@ def test_feed_is_off_in_a_versioned_bucket(make_mount, versioned_bucket: str, s3
     assert a.stats()["feed"] is None
     pages = s3.list_objects_v2(Bucket=versioned_bucket, Prefix=".zosfs/")
     assert pages.get("KeyCount", 0) == 0
+
+
+def quiet(m: ZosfsMount) -> bool:
+    """No record of another mount has arrived for longer than the feed's
+    idle polling interval."""
+    before = m.stats()["feed"]["records_read"]
+    time.sleep(1.2)
+    return m.stats()["feed"]["records_read"] == before
+
+
+def test_a_file_rewritten_on_another_mount_costs_one_request_to_reopen(make_mount, bucket: str) -> None:
+    """The feed's `change` record carries the version A stored (ETag, size,
+    mode...): B takes it into the file's inode, so B's lookup (entry_timeout
+    passed) and stat of the file send nothing, and `cat` costs the open's one
+    conditional GET, which also brings the bytes; and they are the new ones."""
+    n = 20
+    a = make_mount(bucket)
+    b = make_mount(bucket, options={"entry_timeout": "0.5"})
+    (a.path / "x").mkdir()
+    old = [os.urandom(100 + i) for i in range(n)]
+    new = [os.urandom(100 + 2 * i) for i in range(n)]  # other bytes, other sizes
+    for i, body in enumerate(old):
+        (a.path / "x" / f"f{i}").write_bytes(body)
+    # B hears of them (the directory's record makes B's kernel forget what it knew below it) ...
+    assert appears(lambda: len(listing(b, "x")) == n and quiet(b), 2 * SOON + 5) is not None
+    for i, body in enumerate(old):
+        assert (b.path / "x" / f"f{i}").read_bytes() == body  # ... and reads them: it holds this version everywhere
+    taken = b.stats()["feed"]["versions_taken"]
+    for i, body in enumerate(new):
+        (a.path / "x" / f"f{i}").write_bytes(body)
+        os.chmod(a.path / "x" / f"f{i}", 0o600 + i % 8)
+    assert appears(lambda: b.stats()["feed"]["versions_taken"] >= taken + 2 * n, 2 * SOON + 5) is not None, (
+        taken, {k: v for k, v in b.stats()["feed"].items() if k != "requests"})
+    time.sleep(0.6)  # past entry_timeout: the kernel looks each name up again
+    os.stat(b.path / "x")  # (the directory's own revalidation, once: not what is counted here)
+    before = {op: int(v["count"]) for op, v in b.stats()["requests"].items()}
+    for i, body in enumerate(new):
+        st = os.stat(b.path / "x" / f"f{i}")
+        assert (st.st_size, st.st_mode & 0o777) == (len(body), 0o600 + i % 8), i
+        assert (b.path / "x" / f"f{i}").read_bytes() == body, i
+    after = {op: int(v["count"]) for op, v in b.stats()["requests"].items()}
+    sent = {op: c - before.get(op, 0) for op, c in after.items() if c != before.get(op, 0)}
+    assert sent == {"GetObject": n}, sent  # one request per file: the open's check, with the bytes
+    for i in range(n):
+        (a.path / "x" / f"f{i}").unlink()
+
+
+def test_a_file_another_mount_just_made_is_opened_with_one_request(make_mount, bucket: str) -> None:
+    """A name the feed just announced with its version: B's lookup needs no
+    LIST or HEAD (within attr_timeout), the open's GET is all."""
+    a = make_mount(bucket)
+    b = make_mount(bucket)
+    (a.path / "d").mkdir()
+    assert appears(lambda: listing(b) == ["d"] and quiet(b), 2 * SOON + 5) is not None
+    assert listing(b, "d") == []  # B knows the directory, and that it is empty
+    taken = b.stats()["feed"]["versions_taken"]
+    body = os.urandom(3000)
+    (a.path / "d" / "new").write_bytes(body)
+    assert appears(lambda: b.stats()["feed"]["versions_taken"] > taken, 2 * SOON + 5) is not None
+    before = {op: int(v["count"]) for op, v in b.stats()["requests"].items()}
+    assert (b.path / "d" / "new").read_bytes() == body
+    assert os.stat(b.path / "d" / "new").st_size == len(body)
+    assert listing(b, "d") == ["new"]
+    after = {op: int(v["count"]) for op, v in b.stats()["requests"].items()}
+    sent = {op: c - before.get(op, 0) for op, c in after.items() if c != before.get(op, 0)}
+    assert sent == {"GetObject": 1}, sent
+    (a.path / "d" / "new").unlink()
+    assert appears(lambda: listing(b, "d") == [], SOON + 3) is not None  # the delete forgets what B heard

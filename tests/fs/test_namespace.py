@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from tests.support.faultproxy import FaultProxy
+from tests.support.listapi import list_api, make_mount  # noqa: F401 (fixtures)
 from tests.support.mount import ZosfsMount
 from tests.support.rgw import LocalRGW
 from zosfs.namespace.names import RESERVED_PREFIX
@@ -36,21 +37,6 @@ RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 MountFactory = Callable[..., ZosfsMount]
 LIST_OPS = {"v1": "ListObjects", "v2": "ListObjectsV2"}  # the proxy's names of the two requests
-
-
-@pytest.fixture(params=os.environ.get("ZOSFS_TEST_LIST_API", "v2,v1").split(","))
-def list_api(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
-@pytest.fixture
-def make_mount(make_mount: MountFactory, list_api: str) -> MountFactory:
-    """The shared factory (and so `mnt` too), with this module's list_api."""
-
-    def make(bucket: str, *, options: dict[str, str] | None = None, **kwargs: Any) -> ZosfsMount:
-        return make_mount(bucket, options={"list_api": list_api, **(options or {})}, **kwargs)
-
-    return make
 
 
 def keys(s3: Any, bucket: str, prefix: str = "") -> list[str]:

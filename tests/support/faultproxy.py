@@ -282,9 +282,9 @@ class Rule:
         return True
 
 
-# Keys zosfs keeps for itself at a bucket's root (zosfs.namespace.names,
-# zosfs.namespace.index): the change feed and the metadata index.
-RESERVED_KEYS = (".zosfs/", ".zosfs-index/")
+# Keys zosfs keeps for itself at a bucket's root (zosfs.namespace.names):
+# the change feed (.zosfs/feed/) and the metadata index (.zosfs/index/).
+RESERVED_KEYS = (".zosfs/",)
 
 
 def _reserved(record: Record) -> bool:

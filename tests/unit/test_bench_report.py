@@ -54,4 +54,23 @@ def test_slow_ls_and_small_peak_rss() -> None:
 def test_targets_without_measurements_are_undecided() -> None:
     rows = verdicts(results({"seq_write": {"zosfs": 300.0}}, peak_rss=None))
     assert set(rows.values()) == {"?"}
-    assert len(rows) == 8
+    assert len(rows) == 10
+
+
+def test_the_read_after_a_remount_must_beat_its_own_cold_read_and_the_better_peer() -> None:
+    target = "read after a remount (warm on disk) >= 3 x own cold read and >= 1.5 x the better peer"
+    met = verdicts(results({"seq_read_remount_cold": {"zosfs": 200.0, "s3fs": 150.0},
+                            "seq_read_remount": {"zosfs": 900.0, "s3fs": 500.0, "rclone": 590.0}}))
+    assert met[target] == "met"  # 4.5 x its cold read, 1.53 x rclone (the better peer)
+    slow_vs_peer = verdicts(results({"seq_read_remount_cold": {"zosfs": 200.0},
+                                     "seq_read_remount": {"zosfs": 900.0, "s3fs": 500.0, "rclone": 620.0}}))
+    assert slow_vs_peer[target] == "**not met**"  # 1.45 x rclone
+    slow_vs_cold = verdicts(results({"seq_read_remount_cold": {"zosfs": 320.0},
+                                     "seq_read_remount": {"zosfs": 900.0, "s3fs": 500.0}}))
+    assert slow_vs_cold[target] == "**not met**"  # 2.8 x its cold read
+    # Without this workload's own cold read, the 1 GiB cold read of seq_read stands in.
+    fallback = verdicts(results({"seq_read_cold": {"zosfs": 250.0},
+                                 "seq_read_remount": {"zosfs": 800.0, "s3fs": 400.0}}))
+    assert fallback[target] == "met"
+    no_peer = verdicts(results({"seq_read_remount_cold": {"zosfs": 200.0}, "seq_read_remount": {"zosfs": 900.0}}))
+    assert no_peer[target] == "?"

@@ -9,6 +9,7 @@ import pytest
 
 from zosfs.namespace.feed.records import (
     FEED_PREFIX,
+    FileVersion,
     Record,
     generation_key,
     generation_of,
@@ -47,6 +48,40 @@ def test_newer_writers_may_add_fields() -> None:
     doc = {"v": 1, "m": "m", "s": 3, "t": 5, "op": "delete", "k": ["a"], "future": {"x": 1}}
     rec = parse_line(json.dumps(doc).encode())
     assert rec is not None and rec.op == "delete" and rec.keys == ("a",)
+
+
+def test_a_change_carries_the_stored_version() -> None:
+    version = FileVersion('"0cc175b9c0f1b6a831c399e269772661"', 4096,
+                          {"mode": "33188", "uid": "1000", "gid": "1000", "mtime": "1796412183.5"}, "text/plain", True)
+    rec = Record("m1", 8, 1796412183.5, "change", ("d/f",), attrs=version)
+    line = rec.encode()
+    assert line.isascii() and parse_line(line[:-1]) == rec
+
+
+def test_records_of_writers_without_the_version_still_work() -> None:
+    """Writers that predate the `a` field: a change without it (the reader
+    then forgets the file's attributes, as before)."""
+    rec = parse_line(b'{"v":1,"m":"old","s":1,"t":5,"op":"change","k":["d/f"]}')
+    assert rec is not None and rec.op == "change" and rec.keys == ("d/f",) and rec.attrs is None
+
+
+@pytest.mark.parametrize("attrs", [
+    "x", [], {"z": 1, "md": {}},  # no ETag
+    {"e": "", "z": 1, "md": {}}, {"e": "e", "z": -1, "md": {}}, {"e": "e", "z": True, "md": {}},
+    {"e": "e", "z": 1, "md": {"mode": 33188}}, {"e": "e", "z": 1}, {"e": "e", "z": 1, "md": {}, "ct": 3},
+])
+def test_a_version_the_reader_cannot_use_is_ignored_not_the_record(attrs: object) -> None:
+    doc = {"v": 1, "m": "m", "s": 3, "t": 5, "op": "change", "k": ["a"], "a": attrs}
+    rec = parse_line(json.dumps(doc).encode())
+    assert rec is not None and rec.op == "change" and rec.keys == ("a",) and rec.attrs is None
+
+
+def test_only_a_change_of_one_file_carries_a_version() -> None:
+    version = {"e": "e", "z": 1, "md": {}}
+    for doc in ({"op": "create", "k": ["a"]}, {"op": "change", "k": ["a/"], "d": True},
+                {"op": "rename", "k": ["a", "b"]}):
+        rec = parse_line(json.dumps({"v": 1, "m": "m", "s": 3, "t": 5, "a": version, **doc}).encode())
+        assert rec is not None and rec.attrs is None, doc
 
 
 def test_header_is_the_same_bytes_for_every_writer() -> None:

@@ -1,6 +1,7 @@
 """Reading ListObjects answers of both versions, as RGW words them: keys
-URL-encoded, markers and continuation tokens not (a control character comes
-as `&#x01;`, which XML 1.0 forbids), and every unreadable answer a ZosError."""
+URL-encoded (and `<EncodingType>url` saying so), markers and continuation
+tokens not (a control character comes as `&#x01;`, which XML 1.0 forbids),
+and every unreadable answer a ZosError."""
 
 from __future__ import annotations
 
@@ -56,11 +57,24 @@ def test_v1_page_with_an_unencoded_control_character_in_next_marker():
 
 
 def test_v1_page_without_next_marker_goes_on_from_its_last_key_or_prefix():
-    flat = page_of(answer("<IsTruncated>true</IsTruncated>" + contents("a%2F1", "a%2F2%2B%20x") + "<Marker></Marker>"))
+    flat = page_of(answer("<EncodingType>url</EncodingType><IsTruncated>true</IsTruncated>"
+                          + contents("a%2F1", "a%2F2%2B%20x") + "<Marker></Marker>"))
     assert flat.next_token == ListToken("a/2+ x")
-    nested = page_of(answer("<IsTruncated>true</IsTruncated>" + contents("c")
+    nested = page_of(answer("<EncodingType>url</EncodingType><IsTruncated>true</IsTruncated>" + contents("c")
                             + "<CommonPrefixes><Prefix>z%2F</Prefix></CommonPrefixes><Marker></Marker>"))
     assert (nested.prefixes, nested.next_token) == (["z/"], ListToken("z/"))
+
+
+def test_keys_are_decoded_only_where_the_answer_says_they_are_encoded():
+    """A server that ignores encoding-type=url sends keys as they are (and no
+    <EncodingType>): `per%25cent` is that key, not `per%cent`."""
+    raw = page_of(answer("<IsTruncated>true</IsTruncated>" + contents("a+b", "per%25cent")
+                         + "<CommonPrefixes><Prefix>d%41/</Prefix></CommonPrefixes>"))
+    assert ([e.key for e in raw.entries], raw.prefixes) == (["a+b", "per%25cent"], ["d%41/"])
+    assert raw.next_token == ListToken("per%25cent")  # the last name shown, as it is
+    encoded = page_of(answer("<EncodingType>url</EncodingType><IsTruncated>false</IsTruncated>"
+                             + contents("a%2Bb", "per%25cent")))
+    assert [e.key for e in encoded.entries] == ["a+b", "per%cent"]
 
 
 def test_last_v1_page_has_no_token():

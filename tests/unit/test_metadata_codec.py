@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from zosfs.namespace.metadata import (
     Attrs,
     Defaults,
+    atime_of,
     decode,
     decode_xattrs,
     encode,
@@ -21,6 +22,7 @@ from zosfs.namespace.metadata import (
     format_time_ns,
     parse_s3cmd_attrs,
     parse_time_ns,
+    with_times,
 )
 
 DEFAULTS = Defaults(uid=1234, gid=5678, umask=0o027)
@@ -145,9 +147,10 @@ modes = st.sampled_from([stat.S_IFREG, stat.S_IFLNK]).flatmap(lambda k: st.integ
 times = st.integers(-(2**33) * 10**9, 2**33 * 10**9)  # beyond both ends of 32-bit time_t
 
 
-@given(mode=modes, uid=st.integers(0, 2**32 - 2), gid=st.integers(0, 2**32 - 2), mtime=times, ctime=times)
-def test_round_trip(mode: int, uid: int, gid: int, mtime: int, ctime: int) -> None:
-    attrs = Attrs(mode, uid, gid, mtime, ctime)
+@given(mode=modes, uid=st.integers(0, 2**32 - 2), gid=st.integers(0, 2**32 - 2), mtime=times, ctime=times,
+       atime=times)
+def test_round_trip(mode: int, uid: int, gid: int, mtime: int, ctime: int, atime: int) -> None:
+    attrs = Attrs(mode, uid, gid, mtime, ctime, atime)
     meta = encode(attrs)
     assert all(isinstance(v, str) and v.isascii() for v in meta.values())
     assert attrs_of(meta) == attrs
@@ -155,7 +158,7 @@ def test_round_trip(mode: int, uid: int, gid: int, mtime: int, ctime: int) -> No
 
 @given(perms=st.integers(0, 0o7777), mtime=times)
 def test_round_trip_directory(perms: int, mtime: int) -> None:
-    attrs = Attrs(stat.S_IFDIR | perms, 0, 0, mtime, mtime)
+    attrs = Attrs(stat.S_IFDIR | perms, 0, 0, mtime, mtime, mtime)
     assert attrs_of(encode(attrs), is_dir=True) == attrs
 
 
@@ -205,3 +208,24 @@ def test_bad_xattr_headers_are_ignored(raw: str) -> None:
 @given(st.dictionaries(st.text(min_size=1, max_size=20), st.binary(max_size=50), max_size=5))
 def test_xattr_round_trip(table: dict[str, bytes]) -> None:
     assert decode_xattrs(encode_xattrs(table, {})) == table
+
+
+def test_s3fs_time_headers() -> None:
+    """s3fs 1.97 writes atime, ctime and mtime as seconds, with nine digits
+    of fraction when there is one (string_util.cpp str(timespec))."""
+    meta = {"mode": "33188", "mtime": "1700000000.250000000", "ctime": "1700000100", "atime": "1600000000.000000001"}
+    a = attrs_of(meta)
+    assert (a.mtime_ns, a.ctime_ns, a.atime_ns) == (1_700_000_000_250_000_000, 1_700_000_100 * 10**9,
+                                                    1_600_000_000_000_000_001)
+    assert encode(a) == meta | {"uid": "1234", "gid": "5678"}  # written back in the same form
+
+
+def test_atime_stays_when_mtime_moves() -> None:
+    """A write moves mtime and ctime; an atime never stored apart is pinned
+    to the old mtime first, and then written (it differs from mtime)."""
+    a = attrs_of({"mtime": "100"})
+    b = with_times(a, mtime_ns=200 * 10**9, ctime_ns=200 * 10**9)
+    assert (atime_of(b), b.mtime_ns) == (100 * 10**9, 200 * 10**9)
+    assert encode(b)["atime"] == "100"
+    assert "atime" not in encode(a)  # equal to mtime: not written
+    assert atime_of(Attrs(stat.S_IFREG, 0, 0, 5, 5)) == 5  # not set apart: reported as mtime

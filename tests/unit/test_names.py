@@ -7,7 +7,7 @@ import errno
 import pytest
 
 from zosfs.fserror import FsError
-from zosfs.namespace.names import KEY_MAX, NAME_MAX, check_key, from_fuse, listable
+from zosfs.namespace.names import KEY_MAX, NAME_MAX, SHADOWED, check_key, from_fuse, hidden_reason, listable
 
 
 @pytest.mark.parametrize("name", ["a", "file.txt", "with space", "a+b", "100%", "\u00e9t\u00e9", "\u6587\u4ef6", "...",
@@ -54,3 +54,20 @@ def test_check_key_counts_bytes() -> None:
         with pytest.raises(FsError) as e:
             check_key(key)
         assert e.value.errno == errno.ENAMETOOLONG
+
+
+@pytest.mark.parametrize("key", ["d/a", "d/sub/", "d/sub/f", "d/.hidden", "d/tab\tand\x01ctl", "d/" + "x" * NAME_MAX])
+def test_keys_below_a_directory_that_are_names(key: str) -> None:
+    assert hidden_reason(key, "d/", [key]) is None
+
+
+@pytest.mark.parametrize("key", ["d//b", "d/./b", "d/../b", "d/.", "d/..", "d//", "d/a//", "d/a/./b/",
+                                 "d/" + "x" * (NAME_MAX + 1), "d/ok/" + "y" * (NAME_MAX + 1) + "/z"])
+def test_keys_below_a_directory_that_cannot_be_names_say_why(key: str) -> None:
+    reason = hidden_reason(key, "d/", [key])
+    assert isinstance(reason, str) and reason and reason != SHADOWED
+
+
+def test_a_file_hidden_by_the_directory_of_its_name() -> None:
+    assert hidden_reason("d/x", "d/", ["d/x", "d/x/in"]) == SHADOWED
+    assert hidden_reason("d/x", "d/", ["d/x", "d/xy/in"]) is None

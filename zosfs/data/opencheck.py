@@ -101,7 +101,7 @@ class OpenCheck:
         ns = self.ns
         ns.lookups.same_kind(inode, key, ns.decode(info.metadata, False, info.last_modified))
         ns.apply_info(inode, info)
-        ns.metacache.put(key, info.etag, CachedMeta(info.metadata, info.content_type, info.appendable))
+        ns.metacache.put(key, info.etag, CachedMeta(info.metadata, info.content_type, info.appendable), info.last_modified)
         listing = ns.listings.get(inode.parent)
         if listing is not None and inode.name in listing.entries:
             listing.put(Entry(inode.name, False, inode.size, inode.etag, inode.last_modified, inode.storage_class))

@@ -25,11 +25,13 @@ import collections
 import errno
 import hashlib
 import logging
+import mmap
 import sys
 
 import trio
 
 from zosfs.data.cache import BlockId, DataCache, MemoryCache, MultiLevelCache, NoCache
+from zosfs.data.cache.base import Block, new_block
 from zosfs.fserror import FsError
 from zosfs.zos import ZosClient, ZosError, next_append_etag
 
@@ -64,10 +66,16 @@ class BlockCache:
         # order (a fair share of the pipe). Their buffers count against the
         # budget (reserved before the GET): held plus in flight never exceed it.
         self.slots = trio.Semaphore(max(2, min(MAX_IN_FLIGHT, budget // block_size - 1)))
-        self.spare: list[bytearray] = []  # evicted block buffers, for the next GETs
+        self.spare: list[bytearray | mmap.mmap] = []  # evicted block buffers, for the next GETs and disk reads
         self.memory = MemoryCache(budget, self._recycle)
         self.disk: DataCache = disk or NoCache()
         self.cache: DataCache = MultiLevelCache(self.memory, self.disk) if disk is not None else self.memory
+        if hasattr(disk, "on_written"):
+            # A block evicted from memory while its disk write was queued
+            # could not be reused then; it may be once written.
+            disk.on_written = self._recycle_written  # type: ignore[union-attr]
+        if hasattr(disk, "buffer_for"):
+            disk.buffer_for = self.spare_for  # type: ignore[union-attr]
         self._inflight: dict[BlockId, _Fetch] = {}
         self._open: collections.Counter[tuple[str, str]] = collections.Counter()  # versions with open Readers
         self._adopting: dict[tuple[str, str], trio.Event] = {}  # versions whose older blocks are being checked
@@ -164,11 +172,20 @@ class BlockCache:
             del self._open[(key, etag)]
 
     def store(self, key: str, etag: str, n: int, data: bytes | bytearray) -> None:
-        """Hook for the write path: block `n` of version `etag` of an object
-        holds `data` (whole, or the object's last block). Only for data known
-        to be exactly what the server holds under that ETag."""
+        """Block `n` of version `etag` of an object holds `data` (whole, or
+        the object's last block). Only for data known to be exactly what the
+        server holds under that ETag."""
         if data and len(data) <= self.block_size:
             self.cache.put((key, etag, n), data)
+
+    @property
+    def write_tier(self) -> DataCache:
+        """Where the write path puts what it uploaded (zosfs/data/write/
+        cachefeed.py): the disk tier if there is one, else memory. Not both:
+        written data is in the kernel's page cache already, and filling the
+        memory budget with it would add cache_size to the memory of a mount
+        that only writes."""
+        return self.memory if isinstance(self.disk, NoCache) else self.disk
 
     def store_first(self, key: str, etag: str, data: bytes | bytearray | memoryview, whole: bool) -> None:
         """Hook for the check of an open: `data` is block 0 of version `etag`
@@ -176,10 +193,16 @@ class BlockCache:
         are then of no use: dropped at once, so that the first read does not
         try to chain them to this version (`adopt`) at the cost of a GET."""
         if whole:
-            for old in list(self.cache.etags(key)):
-                if old != etag and not self._open[(key, old)]:
-                    self.cache.forget(key, old)
+            self.replaced(key, etag)
         self.store(key, etag, 0, bytes(data))
+
+    def replaced(self, key: str, etag: str) -> None:
+        """Version `etag` of an object is not made of any other version's
+        bytes (a new object, or one replaced whole): drop the blocks of the
+        others, unless a reader has one open."""
+        for old in list(self.cache.etags(key)):
+            if old != etag and not self._open[(key, old)]:
+                self.cache.forget(key, old)
 
     def drop(self, key: str) -> int:
         """Drop every cached block of an object (all versions, all tiers)."""
@@ -263,26 +286,45 @@ class BlockCache:
         # No waiting for the disk tier to catch up with its writes: a GET is
         # never slowed by the disk.
         self.memory.reserve(end - start)
+        reserved = True
         try:
-            prefix = await self.cache.get(bid)  # (a disk hit lands in memory)
+            prefix = self.memory.peek(bid)
+            if prefix is None:
+                prefix = await self.disk.get(bid)
             if prefix is not None and len(prefix) == end - start:
+                # A disk hit lands in memory, in the room reserved for it:
+                # putting it while still reserved would count it twice and
+                # evict a block fetched ahead and not yet read (every block
+                # of a warm read was then read from disk twice).
+                self.memory.release(end - start)
+                reserved = False
+                self.memory.put(bid, prefix)
                 return
             if prefix is not None and len(prefix) > end - start:
                 prefix = None  # cannot be: not this version's block
             have = len(prefix) if prefix is not None else 0
-            buf = self.spare.pop() if end - start == self.block_size and self.spare else bytearray(end - start)
+            buf = self.spare.pop() if end - start == self.block_size and self.spare else new_block(end - start)
             try:
                 await self.zos.get(key, start + have, end, if_match=etag or None, into=memoryview(buf)[have:])
             except BaseException:
                 self._recycle(buf, callers=1)
                 raise
         finally:
-            self.memory.release(end - start)
+            if reserved:
+                self.memory.release(end - start)
         if prefix is not None:
             buf[:have] = prefix
         self.cache.put(bid, buf)
 
-    def _recycle(self, buf: bytes | bytearray, callers: int = 1) -> None:
+    def spare_for(self, length: int) -> bytearray | mmap.mmap | None:
+        """A recycled buffer for a read of a whole block (from the disk tier,
+        or from staging by the write feed), if one is spare."""
+        return self.spare.pop() if length == self.block_size and self.spare else None
+
+    def _recycle_written(self, buf: Block) -> None:
+        self._recycle(buf, callers=1)
+
+    def _recycle(self, buf: Block, callers: int = 1) -> None:
         """Keep an evicted full-size buffer for reuse: a fresh 4 MiB buffer
         costs a zero-fill and a thousand page faults (half the CPU of a cold
         read). Only if no reader still holds it (a memoryview of it in flight
@@ -290,7 +332,7 @@ class BlockCache:
         reference), and at most a few. `callers`: the references our callers
         hold (the memory tier's eviction, or a failed GET's frame)."""
         if (
-            isinstance(buf, bytearray)
+            isinstance(buf, (bytearray, mmap.mmap))
             and len(buf) == self.block_size
             and sys.getrefcount(buf) <= callers + 2  # (+ our argument, getrefcount's own)
             and len(self.spare) < SPARE_BUFFERS

@@ -152,9 +152,15 @@ class StagedFile:
         start, end = -(-start // PAGE) * PAGE, min(end, appended) // PAGE * PAGE
         if end - start < PUNCH_MIN:
             return start, start
+        self.note_appended(appended, etag)
+        return punch_hole(self.fd, start, end)
+
+    def note_appended(self, appended: int, etag: str) -> None:
+        """The object holds the file's first `appended` bytes (ETag `etag`):
+        the journal says so at once, whenever staging frees them, so that a
+        killed daemon's next mount appends only what the object lacks."""
         if self.record.get("appended") != appended or self.record.get("etag") != etag:
             self.write_journal(appended=appended, etag=etag)
-        return punch_hole(self.fd, start, end)
 
     def free_part(self, upload_id: str, number: int, etag: str, start: int, end: int) -> tuple[int, int] | None:
         """Part `number` of multipart upload `upload_id` holds [start, end) of

@@ -21,7 +21,7 @@ from zosfs.fserror import FsError
 from zosfs.namespace import contenttype
 from zosfs.namespace.inodes import ROOT_INO, Inode
 from zosfs.namespace.metadata import Attrs, encode
-from zosfs.zos import Acl, Grant, WriteOptions, next_append_etag
+from zosfs.zos import Acl, Grant, WriteOptions, ZosError, next_append_etag
 
 if TYPE_CHECKING:
     from zosfs.namespace.tree import Namespace
@@ -108,17 +108,45 @@ class ObjectAttrs:
         if not persist:
             return
         key = self.ns.key(inode)
-        meta = encode(attrs, inode.meta)
+        if inode.is_dir and inode.ino == ROOT_INO and not key:
+            return  # the bucket's root has no marker to hold metadata
+        if not inode.is_dir and not inode.remote:
+            return
+        legacy = inode.legacy if inode.is_dir else ""
+        if legacy:
+            inode.content_type = DIR_CONTENT_TYPE  # (not the older object's)
+        async with self.ns.writing(key):
+            attrs = inode.attrs  # (the latest: another write of it may have gone first)
+            if inode.is_dir:
+                self.ns.dir_times.storing(key, attrs.mtime_ns, attrs.ctime_ns)
+            await self._rewrite(inode, key, attrs)
+        self.ns.remember(key, inode)
+        if legacy:
+            await self.drop_legacy(inode, legacy)
+
+    async def drop_legacy(self, inode: Inode, legacy: str) -> None:
+        """The directory's attributes are on its `dir/` marker now: its older
+        object (`dir`, `dir_$folder$`) goes, as s3fs replaces it."""
+        try:
+            await self.zos.delete(legacy)
+        except ZosError as err:
+            if err.errno != errno.ENOENT:
+                raise
+        inode.legacy = ""
+        self.ns.dir_meta.pop(legacy, None)
+        listing = self.ns.listings.get(inode.parent)
+        entry = listing.entries.get(inode.name) if listing is not None else None
+        if entry is not None:
+            entry.legacy = ""
+
+    async def _rewrite(self, inode: Inode, key: str, attrs: Attrs) -> None:
+        base = inode.meta
+        meta = encode(attrs, base)
         if inode.is_dir:
-            if inode.ino == ROOT_INO and not key:
-                return  # the bucket's root has no marker to hold metadata
             opts = await self.write_options(inode, meta, replacing=True)
             opts.content_type = inode.content_type or DIR_CONTENT_TYPE
             inode.etag = await self.zos.put(key, b"", opts)
             inode.remote = True
-            self.ns.dir_meta.pop(key, None)
-        elif not inode.remote:
-            return
         elif inode.appendable:
             opts = await self.write_options(inode, meta, replacing=True)
             # A zero-length append replaces the metadata and keeps the object
@@ -129,8 +157,10 @@ class ObjectAttrs:
         else:
             opts = await self.write_options(inode, meta, replacing=False)
             inode.etag = await self.zos.copy(key, key, opts, size=inode.size)
-        inode.meta = meta
-        self.ns.remember(key, inode)
+        if inode.meta is base:
+            inode.meta = meta
+        # (else a setxattr changed it meanwhile, and its own write, waiting
+        # for this one, carries it: it must not be undone here.)
 
 
 def explicit_grants(acl: Acl | None) -> tuple[Grant, ...] | None:

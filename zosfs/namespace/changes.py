@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from zosfs.fserror import FsError
-from zosfs.namespace import contenttype, names
+from zosfs.namespace import contenttype, hidden, names
 from zosfs.namespace.attributes import DIR_CONTENT_TYPE, explicit_grants
 from zosfs.namespace.inodes import Inode
 from zosfs.namespace.listing import Entry, Listing
-from zosfs.namespace.metadata import Attrs, encode
+from zosfs.namespace.metadata import Attrs, encode, with_times
 from zosfs.zos import WriteOptions, ZosError
 
 if TYPE_CHECKING:
@@ -67,12 +67,14 @@ class Changes:
         if listing is not None:
             listing.put(Entry(inode.name, inode.is_dir, inode.size, inode.etag))
         inode.fresh_until = ns.refresh_deadline()
+        ns.dir_times.changed(parent)
 
     def _removed(self, parent: Inode, inode: Inode, name: str) -> None:
         listing = self.ns.listings.get(parent.ino)
         if listing is not None:
             listing.remove(name)
         self.ns.negative.add(parent.ino, name)
+        self.ns.dir_times.changed(parent)
 
     # -- creation ----------------------------------------------------------------
 
@@ -82,12 +84,12 @@ class Changes:
         t = time.time_ns()
         attrs = Attrs(stat.S_IFDIR | stat.S_IMODE(mode), uid, gid, t, t)
         meta = encode(attrs)
-        etag = await self.zos.put(key, b"", WriteOptions(metadata=meta, content_type=DIR_CONTENT_TYPE))
+        async with self.ns.writing(key):
+            etag = await self.zos.put(key, b"", WriteOptions(metadata=meta, content_type=DIR_CONTENT_TYPE))
         inode = self.table.add(parent, name, attrs)
         inode.remote, inode.etag, inode.meta, inode.meta_known = True, etag, meta, True
         inode.content_type = DIR_CONTENT_TYPE
         inode.tags = {}
-        self.ns.dir_meta.pop(key, None)
         empty = Listing(key)
         empty.has_marker = True
         empty.finish()
@@ -159,7 +161,8 @@ class Changes:
                 raise
 
     async def rmdir(self, parent: Inode, name: str) -> None:
-        """Delete an empty directory's marker (ENOTEMPTY if any key is below it)."""
+        """Delete an empty directory's marker (ENOTEMPTY if any key is below it;
+        with hidden_keys=delete, keys that cannot be names do not count)."""
         inode = await self.ns.lookup(parent, name)
         await self.deletes.settle(prefix=self.table.prefix(inode))  # rm -r: the files first
         if not inode.is_dir:
@@ -169,12 +172,23 @@ class Changes:
         prefix = self.table.prefix(inode)
         page = await self.zos.list(prefix, None, max_keys=2)
         if any(e.key != prefix for e in page.entries) or page.prefixes:
-            raise FsError(errno.ENOTEMPTY)
-        if page.entries:
-            await self._delete(prefix)
+            if not (self.ns.opts.hidden_keys == "delete" and await hidden.delete_hidden(self.zos, prefix)):
+                listing = self.ns.listings.get(inode.ino)
+                await hidden.explain_not_empty(self.zos, prefix, looked_empty=listing is not None and not listing.entries)
+                raise FsError(errno.ENOTEMPTY)
+            hidden_deleted = True
+        else:
+            hidden_deleted = False
+        await self.ns.dir_times.settle(inode)  # no write of its marker may follow the delete
+        if page.entries or hidden_deleted:
+            await self._delete(prefix)  # the marker, if any (deleting none succeeds)
+        if inode.legacy:
+            await self._delete(inode.legacy)  # `dir` or `dir_$folder$` too, or the directory stays
+            self.ns.dir_meta.pop(inode.legacy, None)
         self.ns.announce("delete", prefix, is_dir=True)
         self.ns.listings.pop(inode.ino, None)
         self.ns.dir_meta.pop(prefix, None)
+        self.ns.dir_times.removed(prefix)
         self.table.detach(inode)
         self._removed(parent, inode, name)
         if self.ns.index is not None:
@@ -213,8 +227,16 @@ class Changes:
             if dst is not None:
                 await self.rmdir(dst_parent, dst_name)  # ENOTEMPTY unless empty, as POSIX says
             names.check_key(dst_base + "/")
-            await self._move_tree(self.table.prefix(src), dst_base + "/")
+            queued_times = await ns.dir_times.settle_below(src)  # (no marker write to an old key)
+            old_prefix = self.table.prefix(src)
+            try:
+                await self._move_tree(old_prefix, dst_base + "/")
+            except BaseException:
+                ns.dir_times.requeue(queued_times)  # nothing moved: they are still to be stored
+                raise
             ns.listings.pop(src.ino, None)
+            if src.legacy:
+                await self._move_legacy(src, dst_base + "/")
         else:
             if dst is not None and dst.is_dir:
                 raise FsError(errno.EISDIR)
@@ -235,7 +257,25 @@ class Changes:
         self.table.move(src, dst_parent, dst_name)
         ns.remember(dst_base, src)
         self._added(dst_parent, src)
+        if src.is_dir:
+            ns.dir_times.moved(old_prefix, dst_base + "/", queued_times)
+            ns.dir_times.changed(src, entries=False)  # a renamed directory's ctime moves
+        elif not src.remote:
+            src.attrs = with_times(src.attrs, ctime_ns=time.time_ns())  # (its upload carries it)
         return src
+
+    async def _move_legacy(self, src: Inode, dst_marker: str) -> None:
+        """A renamed directory whose attributes were on an older-convention
+        object (`dir`, `dir_$folder$`): they go to the new name's `dir/`
+        marker, as s3fs renames such a directory, and the old object goes."""
+        if not src.remote:  # (a `dir/` marker, if there was one, has moved with the tree)
+            async with self.ns.writing(dst_marker):
+                src.etag = await self.zos.put(dst_marker, b"", WriteOptions(metadata=encode(src.attrs, src.meta),
+                                                                             content_type=DIR_CONTENT_TYPE))
+            src.remote, src.content_type = True, DIR_CONTENT_TYPE
+        await self._delete(src.legacy)
+        self.ns.dir_meta.pop(src.legacy, None)
+        src.legacy = ""
 
     async def _move_tree(self, src_prefix: str, dst_prefix: str) -> None:
         await self.deletes.settle(prefix=src_prefix)  # deleted files must not move along
@@ -274,17 +314,23 @@ class Changes:
             self.ns.dir_meta.pop(marker, None)  # those markers are gone
 
     async def _copy_renamed(self, src: Inode, src_key: str, dst_key: str, src_name: str, dst_name: str) -> str:
-        """Copy a file for rename. Its Content-Type follows the new name only
-        if it was the automatic one of the old name (contenttype.py); then the
-        copy replaces the metadata (with the same metadata) to send the type."""
-        grants = explicit_grants(await self.ns.acl(src))
+        """Copy a file for rename, with its new ctime in the metadata (a rename
+        changes the file's ctime, as on a local disk). Its Content-Type follows
+        the new name only if it was the automatic one of the old name
+        (contenttype.py)."""
+        ns = self.ns
+        if not src.meta_known:
+            src.fresh_until = 0.0
+            await ns.getattr(src)  # the metadata of other tools must come along
         new_type = contenttype.after_rename(src.content_type, src_name, dst_name)
-        if new_type == src.content_type or not src.meta_known:
-            return await self.zos.copy(src_key, dst_key, size=src.size, grants=grants)
-        opts = await self.ns.write_options(src, dict(src.meta), replacing=False)
+        attrs = with_times(src.attrs, ctime_ns=time.time_ns())
+        meta = encode(attrs, src.meta)
+        opts = await ns.write_options(src, meta, replacing=False)
         opts.content_type = new_type
-        etag = await self.zos.copy(src_key, dst_key, opts, size=src.size, grants=grants)
-        src.content_type = new_type
+        if src.tags is not None:
+            opts.tags = dict(src.tags)  # (known, none too: saves the copy a GET of them)
+        etag = await self.zos.copy(src_key, dst_key, opts, size=src.size)
+        src.attrs, src.meta, src.content_type = attrs, meta, new_type
         src.appendable = False  # a copy that replaces the metadata makes a normal object (FACTS.md)
         return etag
 

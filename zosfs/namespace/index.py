@@ -5,7 +5,7 @@ A LIST carries each object's ETag and LastModified but not its metadata, so
 `ls -l` of a directory of N files on a mount with an empty cache costs N
 HEADs. A mount that has HEADed the files of a directory (of at least
 `MIN_ENTRIES` files) stores what it learned in one object under the
-reserved prefix `.zosfs-index/` at the bucket's root, and a later mount on
+reserved prefix `.zosfs/index/` at the bucket's root, and a later mount on
 any host reads it with one GET after its LIST.
 
 The index may only make a listing faster, never wrong: an entry is used only
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from zosfs.namespace.listing import Listing
+from zosfs.namespace.names import RESERVED_PREFIX
 from zosfs.namespace.metacache import CachedMeta
 from zosfs.zos import ObjectInfo, WriteOptions, ZosError
 
@@ -41,8 +42,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-INDEX_DIR = ".zosfs-index"  # reserved name at the bucket's root, hidden from listings
-INDEX_PREFIX = INDEX_DIR + "/"
+# Under zosfs's one reserved prefix (names.py). Indexes that zosfs versions
+# before it wrote under `.zosfs-index/` are neither read nor written any more.
+INDEX_PREFIX = RESERVED_PREFIX + "index/"
 FORMAT = "zosfs-meta-index-1"
 MIN_ENTRIES = 64  # smaller directories cost few HEADs: not worth an object of their own
 SETTLE = 2.0  # seconds without new HEADs in a directory before its index is written
@@ -89,7 +91,7 @@ class MetaIndex:
         files = [e for e in listing.entries.values() if not e.is_dir]
         if len(files) < MIN_ENTRIES:
             return
-        missing = [e for e in files if ns.metacache.get(listing.prefix + e.name, e.etag) is None]
+        missing = [e for e in files if ns.metacache.get(listing.prefix + e.name, e.etag, e.last_modified) is None]
         if len(missing) < MIN_ENTRIES:
             return  # the local cache knows them already
         key = index_key(listing.prefix)
@@ -119,7 +121,8 @@ class MetaIndex:
             if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
                 continue
             ns.metacache.put(listing.prefix + entry.name, etag, CachedMeta(
-                metadata, content_type if isinstance(content_type, str) else None, bool(appendable)))
+                metadata, content_type if isinstance(content_type, str) else None, bool(appendable)),
+                entry.last_modified)
             used += 1
         log.debug("metadata index %r: %d of %d entries match the listing", key, used, len(missing))
 

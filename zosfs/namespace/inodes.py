@@ -28,7 +28,7 @@ class Inode:
     __slots__ = (
         "ino", "parent", "name", "attrs", "size", "etag", "remote", "meta", "meta_known",
         "content_type", "storage_class", "appendable", "last_modified", "fresh_until",
-        "lookups", "opens", "nchildren", "target", "writer", "gone", "tags", "acl", "page_etag",
+        "lookups", "opens", "nchildren", "target", "writer", "gone", "tags", "acl", "page_etag", "legacy",
         "__weakref__",
     )
 
@@ -56,6 +56,9 @@ class Inode:
         self.tags: dict[str, str] | None = None  # None: not known yet
         self.acl: Any = None  # the object's ACL once read (None: not known yet)
         self.page_etag = ""  # ETag of the version whose pages the kernel may hold
+        # A directory's older-convention object (`dir` or `dir_$folder$`), if
+        # one is known: its attributes when there is no `dir/` marker.
+        self.legacy = ""
 
     @property
     def is_dir(self) -> bool:

@@ -3,7 +3,8 @@
 A listing is taken by paging ListObjectsV2 with delimiter '/' and kept for
 `dir_cache_ttl` seconds. While fresh and complete it answers lookups
 (including "no such file") without requests; the mount's own changes are
-applied to it, so it never contradicts what this mount did.
+applied to it, so it never contradicts what this mount did. A key
+`dir_$folder$` lists as the directory `dir` (an older tools' marker).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from zosfs.namespace.metadata import FOLDER_SUFFIX
 from zosfs.namespace.names import listable, reserved
 from zosfs.zos import ListPage
 
@@ -29,6 +31,7 @@ class Entry:
     etag: str = ""
     last_modified: float = 0.0
     storage_class: str = "STANDARD"
+    legacy: str = ""  # a directory's `dir` or `dir_$folder$` object, if the listing showed one
 
 
 class Listing:
@@ -58,13 +61,23 @@ class Listing:
             name = obj.key[plen:]
             if "/" in name:  # cannot happen with a delimiter; guard against odd servers
                 continue
+            if name.endswith(FOLDER_SUFFIX) and len(name) > len(FOLDER_SUFFIX):
+                # `dir_$folder$`: the directory `dir` (its `dir/` prefix, if
+                # any, came before it: '/' sorts before '_').
+                name = name[: -len(FOLDER_SUFFIX)]
+                shadowed = self.entries.get(name)
+                if shadowed is not None and not shadowed.is_dir and shadowed.size:
+                    continue  # a file `dir` wins, as in s3fs (it asks for `dir` first)
+                if not listable(name):
+                    self.entries[name] = Entry(name, True, legacy=obj.key)
+                    continue
             reason = listable(name)
             if reason:
                 skipped.note(obj.key, reason)
                 continue
             self.entries[name] = Entry(name, False, obj.size, obj.etag, obj.last_modified, obj.storage_class)
         for prefix in page.prefixes:
-            if reserved(prefix):  # zosfs's own objects (the change feed)
+            if reserved(prefix):  # zosfs's own objects (the change feed, the metadata index)
                 continue
             name = prefix[plen:-1]
             reason = listable(name)
@@ -72,12 +85,21 @@ class Listing:
                 skipped.note(prefix, reason)
                 continue
             shadowed = self.entries.get(name)
+            legacy = ""
             if shadowed is not None and not shadowed.is_dir:
-                skipped.note(
-                    self.prefix + name,
-                    f"file hidden by the directory {prefix!r} of the same name (it is kept in the bucket)",
-                )
-            self.entries[name] = Entry(name, True)
+                if shadowed.size == 0:
+                    # Perhaps `dir` as older s3fs versions made directories:
+                    # the directory's attributes are read from it (lookup.py
+                    # checks that its metadata says so).
+                    legacy = self.prefix + name
+                else:
+                    skipped.note(
+                        self.prefix + name,
+                        f"file hidden by the directory {prefix!r} of the same name (it is kept in the bucket)",
+                    )
+            elif shadowed is not None:
+                legacy = shadowed.legacy
+            self.entries[name] = Entry(name, True, legacy=legacy)
 
     def finish(self) -> None:
         self.names = sorted(self.entries)

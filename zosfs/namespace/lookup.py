@@ -9,6 +9,9 @@ readdir (`lazy`) they may be guessed from the listing entry, and `getattr`
 fetches the real ones when the kernel first asks, or revalidates them once
 they are older than attr_timeout.
 
+Directories of older conventions are decided here too: an empty object
+`dir` whose metadata says directory, and `dir_$folder$` (see load_legacy).
+
 Kept apart from listing (readdir.py) and changes (changes.py) because this
 is where every name the kernel asks about is decided, including "no such
 file", and the freshness rules are easier to check in one place.
@@ -24,11 +27,11 @@ from typing import TYPE_CHECKING
 import trio
 
 from zosfs.fserror import FsError
-from zosfs.namespace.index import INDEX_DIR
+from zosfs.namespace.names import RESERVED_NAME
 from zosfs.namespace.inodes import ROOT_INO, Inode
 from zosfs.namespace.listing import Entry
 from zosfs.namespace.metacache import CachedMeta
-from zosfs.namespace.metadata import Attrs
+from zosfs.namespace.metadata import FOLDER_SUFFIX, Attrs, is_legacy_dir
 from zosfs.zos import ObjectInfo
 
 if TYPE_CHECKING:
@@ -56,8 +59,8 @@ class Lookups:
         name" is recorded in `ns.negative` with its age (see negative.py)."""
         ns = self.ns
         base = ns.child_key_base(parent, name)
-        if base == INDEX_DIR:
-            raise FsError(errno.ENOENT)  # reserved for the metadata index (index.py)
+        if base == RESERVED_NAME:
+            raise FsError(errno.ENOENT)  # zosfs's own objects (names.py)
         inode = self.table.child(parent.ino, name)
         if inode is not None and not inode.gone and inode.fresh():
             return inode
@@ -66,6 +69,17 @@ class Lookups:
         if base in ns.deletes:
             ns.negative.add(parent.ino, name)  # unlinked here, its delete still queued
             raise FsError(errno.ENOENT)
+        heard = ns.heard.get(base) if inode is None or inode.gone else None
+        later = ns.listings.get(parent.ino)
+        if heard is not None and later is not None and later.started > heard[2] and name not in later.entries:
+            heard = None  # a listing made since says the name is gone (deleted by another tool)
+        if heard is not None and time.monotonic() - heard[2] < self.opts.attr_timeout:
+            # Another zosfs mount just stored this file (its feed record):
+            # no LIST, no HEAD; the open still checks the ETag (opencheck.py).
+            version, when, _ = heard
+            inode = self.table.add(parent, name, ns.decode(version.metadata, False, when))
+            ns.apply_version(inode, version, inode.attrs, when)
+            return inode
         since = time.monotonic() - self.opts.negative_timeout  # an absence older than this must be asked again
         listing = ns.listings.get(parent.ino)
         if listing is not None and name not in listing.entries and listing.started < since:
@@ -82,7 +96,8 @@ class Lookups:
             return await self.materialize(parent, entry, inode)
         if inode is not None and not inode.gone:
             ns.readdir.prefetch_siblings(parent, name, revalidate=True)
-        entry, info = await self.probe(base, name, inode, was_file=ns.readdir.was_file(parent, name))
+        was_file = heard is not None or ns.readdir.was_file(parent, name)  # (heard: a file another mount stored)
+        entry, info = await self.probe(base, name, inode, was_file=was_file)
         if entry is None:
             ns.negative.add(parent.ino, name)
             if inode is not None and inode.writer is None:
@@ -113,13 +128,30 @@ class Lookups:
             page = await self.ns.zos.list(base + "/", "/", max_keys=1)
             below = bool(page.entries or page.prefixes)
 
+        folder = None
+
+        async def probe_folder() -> None:
+            nonlocal folder
+            folder = await self.ns.head(base + FOLDER_SUFFIX)
+            if folder is not None:
+                self.ns.dir_meta[base + FOLDER_SUFFIX] = folder
+
         async with trio.open_nursery() as nursery:
             nursery.start_soon(probe_file)
             nursery.start_soon(list_dir)
+            if self.opts.compat_dir:
+                nursery.start_soon(probe_folder)
+        legacy = info is not None and is_legacy_dir(info.metadata, info.content_type, info.size)
+        if legacy:
+            self.ns.dir_meta[base] = info  # (load_legacy reads it from there)
+        elif folder is not None and (entry is None or below):
+            return Entry(name, True, legacy=base + FOLDER_SUFFIX), None
         if below:
-            if entry is not None:
+            if entry is not None and not legacy:
                 self.ns.skipped.note(base, f"file hidden by the directory {base + '/'!r} of the same name (it is kept in the bucket)")
-            return Entry(name, True), None
+            return Entry(name, True, legacy=base if legacy else ""), None
+        if legacy:
+            return Entry(name, True, legacy=base), None
         return entry, info
 
     async def probe_file(self, base: str, name: str) -> tuple[Entry | None, ObjectInfo | None]:
@@ -157,9 +189,12 @@ class Lookups:
                 inode = self.table.add(parent, entry.name, ns.decode({}, True, 0))
                 inode.attrs = Attrs(ns.defaults.dir_mode, ns.defaults.uid, ns.defaults.gid,
                                     self.table.root.attrs.mtime_ns, self.table.root.attrs.mtime_ns)
+            if entry.legacy and entry.legacy != inode.legacy:
+                inode.legacy, inode.fresh_until = entry.legacy, 0.0
             if not inode.fresh():
                 if lazy and base + "/" not in ns.dir_meta and not self.opts.no_metadata:
                     inode.meta_known = False
+                    ns.dir_times.apply(inode)  # (times this mount set and has not stored for sure)
                     return inode
                 ns.readdir.prefetch_siblings(parent, entry.name)
                 await self.load_dir(inode, base + "/")
@@ -174,7 +209,7 @@ class Lookups:
         if info is None and self.opts.no_metadata:
             cached = CachedMeta({}, None, False)
         elif info is None:
-            cached = ns.metacache.get(base, entry.etag)
+            cached = ns.metacache.get(base, entry.etag, entry.last_modified)
             if cached is None and lazy:
                 return self.provisional(parent, entry, known)
             if cached is None:
@@ -184,6 +219,11 @@ class Lookups:
                     self.vanished(parent, entry.name)
                     raise FsError(errno.ENOENT, "the object disappeared")
         metadata = info.metadata if info is not None else cached.metadata  # type: ignore[union-attr]
+        content_type = info.content_type if info is not None else cached.content_type  # type: ignore[union-attr]
+        if is_legacy_dir(metadata, content_type, entry.size):
+            if info is not None:
+                ns.dir_meta[base] = info  # (load_legacy needs no second HEAD)
+            return await self.legacy_dir(parent, entry, known, base)
         attrs = ns.decode(metadata, False, info.last_modified if info else entry.last_modified)
         if known is not None and not known.gone and not known.is_dir and stat.S_IFMT(known.attrs.mode) == attrs.kind:
             inode = known
@@ -214,6 +254,7 @@ class Lookups:
         ns = self.ns
         if self.opts.no_metadata:
             inode.fresh_until = ns.refresh_deadline()
+            ns.dir_times.apply(inode)
             return
         if marker in ns.dir_meta:
             info = ns.dir_meta[marker]
@@ -223,10 +264,51 @@ class Lookups:
         if info is not None:
             ns.apply_info(inode, info)
             inode.size = 0
+        elif inode.legacy and await self.load_legacy(inode):
+            pass
         else:
             inode.remote = False
             inode.meta_known = True  # known to have none
             inode.fresh_until = ns.refresh_deadline()
+        # Times this mount set and has not stored for sure win over the
+        # marker's (or than none), also in an inode built again after the
+        # kernel forgot the last one.
+        ns.dir_times.apply(inode)
+
+    async def load_legacy(self, inode: Inode) -> bool:
+        """A directory without a `dir/` marker takes its attributes from its
+        older-convention object (`dir_$folder$`, or `dir` if its metadata
+        says directory), as s3fs reads them. That object is not a marker to
+        this mount: changes of the directory's attributes write `dir/` and
+        remove it (as s3fs does), its times stay in memory (dirtimes.py)."""
+        ns = self.ns
+        key = inode.legacy
+        info = ns.dir_meta[key] if key in ns.dir_meta else await ns.head(key)
+        ns.dir_meta[key] = info
+        if info is None or not (key.endswith(FOLDER_SUFFIX) or is_legacy_dir(info.metadata, info.content_type, info.size)):
+            if info is not None:
+                ns.skipped.note(key, f"file hidden by the directory {key + '/'!r} of the same name (it is kept in the bucket)")
+            inode.legacy = ""
+            return False
+        ns.apply_info(inode, info)
+        inode.size = 0
+        inode.remote = False  # (no `dir/` marker: nothing of this mount's is written to `key`)
+        return True
+
+    async def legacy_dir(self, parent: Inode, entry: Entry, known: Inode | None, base: str) -> Inode:
+        """A listed (or probed) empty object that is a directory as older
+        s3fs versions made them: a directory inode, and the listing says so."""
+        inode = known if known is not None and known.is_dir and not known.gone else None
+        if inode is None:
+            if known is not None and not known.gone:
+                self.table.detach(known)  # (it was taken for a file: the kernel looks it up again)
+            inode = self.table.add(parent, entry.name, self.ns.decode({}, True, 0))
+        inode.legacy = base
+        listing = self.ns.listings.get(parent.ino)
+        if listing is not None:
+            listing.put(Entry(entry.name, True, legacy=base))
+        await self.load_dir(inode, base + "/")
+        return inode
 
     def vanished(self, parent: Inode, name: str) -> None:
         """A listed name whose object is gone: drop it from the listing, answer ENOENT."""
@@ -249,9 +331,10 @@ class Lookups:
             return inode  # created here, not uploaded yet: nothing to revalidate
         parent = self.table.get(inode.parent)
         if not inode.meta_known and parent is not None:
-            cached = ns.metacache.get(key, inode.etag)  # perhaps prefetched meanwhile
+            cached = ns.metacache.get(key, inode.etag, inode.last_modified)  # perhaps prefetched meanwhile
             if cached is not None:
-                self.same_kind(inode, key, ns.decode(cached.metadata, False, inode.last_modified))
+                self.same_kind(inode, key, ns.decode(cached.metadata, is_legacy_dir(cached.metadata, cached.content_type,
+                                                                                   inode.size), inode.last_modified))
                 ns.apply_cached(inode, Entry(inode.name, False, inode.size, inode.etag, inode.last_modified,
                                              inode.storage_class), cached)
                 inode.attrs = ns.decode(cached.metadata, False, inode.last_modified)
@@ -268,7 +351,8 @@ class Lookups:
             raise FsError(errno.ENOENT, "the object was deleted by another client")
         if info.etag != inode.etag:
             ns.revalidations["changed"] += 1
-        self.same_kind(inode, key, ns.decode(info.metadata, False, info.last_modified))
+        legacy = is_legacy_dir(info.metadata, info.content_type, info.size)  # (then ESTALE: a directory)
+        self.same_kind(inode, key, ns.decode(info.metadata, legacy, info.last_modified))
         ns.apply_info(inode, info)
         return inode
 

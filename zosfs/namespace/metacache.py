@@ -1,11 +1,17 @@
-"""A persistent cache of object metadata, keyed by key and ETag.
+"""A persistent cache of object metadata, keyed by key, ETag and LastModified.
 
-Listings carry each object's ETag but not its metadata, so `ls -l` of a
-directory needs one HEAD per object. An object's metadata cannot change
-without its ETag changing (RGW gives every write, append and metadata copy a
-new ETag), so metadata remembered under (key, ETag) stays correct forever:
-a remount lists a known directory with its LIST requests and no HEADs, and
-an object changed by someone else is simply a miss.
+Listings carry each object's ETag and LastModified but not its metadata, so
+`ls -l` of a directory needs one HEAD per object. The ETag alone does not
+name a version of the metadata: RGW keeps the ETag on a metadata-only copy
+onto itself (CopyObject with MetadataDirective=REPLACE, which is how s3fs
+does chmod, chown and utime), while LastModified moves. Every write, append
+and copy moves LastModified, so metadata remembered under (key, ETag,
+LastModified in whole seconds, the precision of a HEAD's Last-Modified)
+stays correct: a remount lists a known directory with its LIST requests and
+no HEADs, and an object changed by someone else is simply a miss. Metadata
+whose LastModified is not known (this mount's own uploads: a PUT's answer
+does not carry it) is not cached here; the next HEAD or listing brings it.
+Rows of older versions of this file, keyed by the ETag alone, never match.
 
 A bounded in-memory LRU sits in front of the file (and is all there is when
 no file is configured). It is a cache: the file is opened without durability
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -28,6 +35,13 @@ log = logging.getLogger(__name__)
 FLUSH_EVERY = 512  # pending rows written in one transaction
 
 
+def version(etag: str, last_modified: float) -> str:
+    """What one version of an object's metadata is known by: its ETag and
+    its LastModified in whole seconds (listings give milliseconds, a HEAD's
+    Last-Modified whole seconds)."""
+    return f"{etag}@{math.floor(last_modified)}"
+
+
 @dataclass(frozen=True)
 class CachedMeta:
     metadata: dict[str, str]
@@ -36,7 +50,8 @@ class CachedMeta:
 
 
 class MetaCache:
-    """(key, etag) -> CachedMeta, in memory and in SQLite. Trio thread only."""
+    """(key, ETag, LastModified) -> CachedMeta, in memory and in SQLite.
+    Trio thread only. (The `etag` column holds `version()`.)"""
 
     def __init__(self, path: str | None, memory_entries: int = 200_000) -> None:
         self.path = path
@@ -73,7 +88,12 @@ class MetaCache:
         os.chmod(self.path, 0o600)
         return db
 
-    def get(self, key: str, etag: str) -> CachedMeta | None:
+    def get(self, key: str, etag: str, last_modified: float | None) -> CachedMeta | None:
+        """The metadata of this version of `key`, if known; None when the
+        LastModified is not known (nothing is matched on the ETag alone)."""
+        if not etag or last_modified is None:
+            return None
+        etag = version(etag, last_modified)
         remembered = self._memory.get(key)
         if remembered is not None and remembered[0] == etag:
             return remembered[1]
@@ -92,12 +112,13 @@ class MetaCache:
         self._memory[key] = (etag, meta)
         return meta
 
-    def preload(self, prefix: str, keys: dict[str, str]) -> None:
-        """Load what the file knows about these keys (key -> ETag) below one
-        prefix in a single query, rather than one query per name while a
-        large directory is listed."""
-        if self._db is None or not keys:
+    def preload(self, prefix: str, versions: dict[str, tuple[str, float]]) -> None:
+        """Load what the file knows about these keys (key -> (ETag,
+        LastModified)) below one prefix in a single query, rather than one
+        query per name while a large directory is listed."""
+        if self._db is None or not versions:
             return
+        keys = {k: version(e, lm) for k, (e, lm) in versions.items()}
         end = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else None
         sql = "SELECT key, etag, data FROM meta WHERE key >= ?" + (" AND key < ?" if end else "")
         try:
@@ -115,9 +136,12 @@ class MetaCache:
             if key not in found and key not in self._memory and key not in self._pending:
                 self._memory[key] = (etag, None)
 
-    def put(self, key: str, etag: str, meta: CachedMeta) -> None:
-        if not etag:
+    def put(self, key: str, etag: str, meta: CachedMeta, last_modified: float | None) -> None:
+        """Remember the metadata of one version (nothing if its ETag or
+        LastModified is not known)."""
+        if not etag or last_modified is None:
             return
+        etag = version(etag, last_modified)
         self._memory[key] = (etag, meta)
         if self._db is None:
             return

@@ -34,15 +34,22 @@ class Defaults:
 
     uid: int
     gid: int
-    umask: int
+    umask: int | None  # None: not given (files 0644, directories 0750, as s3fs shows them)
 
     @property
     def file_mode(self) -> int:
-        return stat.S_IFREG | (0o666 & ~self.umask)
+        return stat.S_IFREG | (0o666 & ~(0o022 if self.umask is None else self.umask))
 
     @property
     def dir_mode(self) -> int:
-        return stat.S_IFDIR | (0o777 & ~self.umask)
+        """A directory without a marker, or whose marker has no mode: s3fs
+        shows 0750 (get_mode() in its metaheader.cpp) unless told otherwise."""
+        return stat.S_IFDIR | (0o750 if self.umask is None else 0o777 & ~self.umask)
+
+    @property
+    def root_mode(self) -> int:
+        """The mount's root when the bucket (or prefix) has no marker for it."""
+        return stat.S_IFDIR | (0o777 & ~(0o022 if self.umask is None else self.umask))
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class Attrs:
     gid: int
     mtime_ns: int
     ctime_ns: int
+    atime_ns: int | None = None  # None: not set apart from mtime (reported as mtime)
 
     @property
     def kind(self) -> int:
@@ -161,12 +169,14 @@ def decode(
     if mtime is None:
         mtime = last_modified_ns(last_modified)
     ctime = parse_time_ns(metadata.get("ctime"))
+    atime = parse_time_ns(metadata.get("atime"))
     return Attrs(
         mode=kind | perms,
         uid=uid if uid is not None else defaults.uid,
         gid=gid if gid is not None else defaults.gid,
         mtime_ns=mtime,
         ctime_ns=ctime if ctime is not None else mtime,
+        atime_ns=atime if atime is not None else mtime,
     )
 
 
@@ -185,6 +195,10 @@ def encode(attrs: Attrs, existing: dict[str, str] | None = None) -> dict[str, st
         meta["ctime"] = format_time_ns(attrs.ctime_ns)
     else:
         meta.pop("ctime", None)
+    if attrs.atime_ns is not None and attrs.atime_ns != attrs.mtime_ns:
+        meta["atime"] = format_time_ns(attrs.atime_ns)
+    else:
+        meta.pop("atime", None)
     return meta
 
 
@@ -267,6 +281,39 @@ def encode_xattrs(xattrs: dict[str, bytes], existing: dict[str, str]) -> dict[st
     else:
         meta.pop("xattr", None)
     return meta
+
+
+def atime_of(attrs: Attrs) -> int:
+    """The atime to report: the stored one, else mtime."""
+    return attrs.mtime_ns if attrs.atime_ns is None else attrs.atime_ns
+
+
+def with_times(attrs: Attrs, *, mtime_ns: int | None = None, ctime_ns: int | None = None,
+               atime_ns: int | None = None) -> Attrs:
+    """The attributes with some times changed; an atime not stored apart
+    from mtime is pinned to the old mtime first, so that moving mtime (a
+    write) does not move atime."""
+    atime = atime_ns if atime_ns is not None else atime_of(attrs)
+    return Attrs(attrs.mode, attrs.uid, attrs.gid,
+                 attrs.mtime_ns if mtime_ns is None else mtime_ns,
+                 attrs.ctime_ns if ctime_ns is None else ctime_ns, atime)
+
+
+DIR_CONTENT_TYPES = ("application/x-directory", "httpd/unix-directory")  # (the second: Nextcloud's)
+FOLDER_SUFFIX = "_$folder$"  # `dir_$folder$`: a directory, as older tools (S3 Organizer, Hadoop) mark one
+
+
+def is_legacy_dir(metadata: dict[str, str], content_type: str | None, size: int) -> bool:
+    """Whether an object named without a trailing slash (`dir`) is a
+    directory as older s3fs versions wrote them, read as s3fs 1.97 reads
+    them: empty, and its mode says S_IFDIR, or it has no file type in its
+    mode and its Content-Type is a directory's."""
+    if size != 0:
+        return False
+    mode = _int(metadata.get("mode"))
+    if mode is not None and stat.S_IFMT(mode):
+        return stat.S_ISDIR(mode)
+    return (content_type or "").split(";")[0].strip().lower() in DIR_CONTENT_TYPES
 
 
 def decode_rdev(metadata: dict[str, str]) -> int:

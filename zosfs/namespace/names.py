@@ -4,20 +4,26 @@ An object key is any UTF-8 string up to 1,024 bytes; a file name is a
 non-empty byte string without '/' or NUL, not '.' or '..', up to 255 bytes.
 Keys that cannot be shown (`a//b`, `a/./b`, a segment over 255 bytes) are
 skipped in listings with one log line each, never renamed or rewritten:
-listing must not change the bucket.
+listing must not change the bucket. Nor are they deleted unseen: `rmdir` of
+a directory that holds them fails with ENOTEMPTY and a log line naming each
+(`hidden_reason` says why a key is not shown).
 """
 
 from __future__ import annotations
 
 import errno
+from collections.abc import Iterable
 
 from zosfs.fserror import FsError
 
 NAME_MAX = 255
 KEY_MAX = 1024
-# zosfs's own objects (the change feed, zosfs.namespace.feed) live under this
-# key prefix at the bucket's root; listings never show it.
+# zosfs's own objects live under this one key prefix at the bucket's root:
+# the change feed under `.zosfs/feed/` (zosfs.namespace.feed) and the
+# metadata index under `.zosfs/index/` (zosfs.namespace.index). Listings of
+# the bucket's root never show it, and the name cannot be looked up there.
 RESERVED_PREFIX = ".zosfs/"
+RESERVED_NAME = RESERVED_PREFIX[:-1]
 
 
 def listable(name: str) -> str | None:
@@ -28,6 +34,27 @@ def listable(name: str) -> str | None:
         return "NUL in name"
     if len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
         return f"segment longer than {NAME_MAX} bytes"
+    return None
+
+
+# How many keys an ENOTEMPTY explanation names (changes.Changes.rmdir).
+EXPLAIN_KEYS = 20
+# A file hidden by the directory of its name: a name once the directory is gone.
+SHADOWED = "a file hidden by the directory of the same name"
+
+
+def hidden_reason(key: str, prefix: str, others: Iterable[str] = ()) -> str | None:
+    """Why `key` is never shown below the directory `prefix`, or None if
+    every segment of it is a name. `others` are keys beside it: a file `x` is
+    hidden by a directory `x/` of the same name (the directory wins)."""
+    rel = key[len(prefix):]
+    segments = rel[:-1].split("/") if rel.endswith("/") else rel.split("/")  # a marker ends in '/'
+    for seg in segments:
+        reason = listable(seg)
+        if reason:
+            return reason
+    if not rel.endswith("/") and any(o.startswith(key + "/") for o in others):
+        return SHADOWED
     return None
 
 

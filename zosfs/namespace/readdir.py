@@ -13,15 +13,16 @@ requests.
 from __future__ import annotations
 
 import bisect
+import collections
 import logging
 from typing import TYPE_CHECKING
 
 import cachetools
 import trio
 
-from zosfs.namespace.index import INDEX_DIR
 from zosfs.namespace.inodes import ROOT_INO, Inode
 from zosfs.namespace.listing import Entry, Listing
+from zosfs.namespace.names import RESERVED_NAME
 from zosfs.zos import ObjectInfo, ZosError
 
 if TYPE_CHECKING:
@@ -46,7 +47,12 @@ class Readdir:
         # long `ls -l`, the kernel looks each name up again, and the names
         # that follow are revalidated concurrently from this order.
         self._order: cachetools.LRUCache[int, Listing] = cachetools.LRUCache(64)
-        self._prefetch_slots = trio.Semaphore(max(4, ns.opts.max_requests))
+        # Metadata prefetches waiting for a worker, and the workers running:
+        # a few long-lived tasks that take one after another, not a task (and
+        # a wait for a slot) per name - 10,000 of them for one `ls -l`.
+        self._prefetch_queue: collections.deque[tuple[int, str, str, bool, str | None, float]] = collections.deque()
+        self._prefetch_workers = 0
+        self._prefetch_limit = max(4, ns.opts.max_requests)
 
     async def listing(self, directory: Inode, *, since: float | None = None) -> Listing:
         """The directory's names, from the cache or by listing it (one
@@ -92,7 +98,7 @@ class Readdir:
             ):
                 listing.entries[child.name] = Entry(child.name, child.is_dir, child.size, child.etag)
         if prefix == "":
-            listing.entries.pop(INDEX_DIR, None)  # the metadata index's reserved prefix
+            listing.entries.pop(RESERVED_NAME, None)  # zosfs's own (names.py): also a file of that name
         listing.finish()
         ns.dir_sizes[directory.ino] = len(listing.entries)
         if directory.ino != ROOT_INO:
@@ -100,7 +106,7 @@ class Readdir:
         ns.listings[directory.ino] = listing
         self._order[directory.ino] = listing
         if not self.opts.no_metadata:
-            ns.metacache.preload(prefix, {prefix + e.name: e.etag for e in listing.entries.values() if not e.is_dir})
+            ns.metacache.preload(prefix, {prefix + e.name: (e.etag, e.last_modified) for e in listing.entries.values() if not e.is_dir})
         if ns.index is not None:
             await ns.index.apply(listing)
         return listing
@@ -164,33 +170,46 @@ class Readdir:
                     etag = None  # what is known may be old: ask
                 elif known is not None and known.etag and known.etag == entry.etag and known.meta_known:
                     continue
-                elif ns.metacache.get(key, entry.etag) is not None:
+                elif ns.metacache.get(key, entry.etag, entry.last_modified) is not None:
                     continue
-            ns.nursery.start_soon(self._prefetch_one, directory.ino, entry.name, key, entry.is_dir, etag)
+            self._prefetch_queue.append((directory.ino, entry.name, key, entry.is_dir, etag, entry.last_modified))
+        while self._prefetch_queue and self._prefetch_workers < self._prefetch_limit:
+            self._prefetch_workers += 1
+            ns.nursery.start_soon(self._prefetch_worker)
 
-    async def _prefetch_one(self, parent: int, name: str, key: str, is_dir: bool, etag: str | None) -> None:
+    async def _prefetch_worker(self) -> None:
+        try:
+            while self._prefetch_queue:
+                await self._prefetch_one(*self._prefetch_queue.popleft())
+        finally:
+            self._prefetch_workers -= 1
+
+    async def _prefetch_one(
+        self, parent: int, name: str, key: str, is_dir: bool, etag: str | None, last_modified: float
+    ) -> None:
         ns = self.ns
-        async with self._prefetch_slots:
-            # While this waited for a slot, readdir or a lookup may have needed
-            # the same metadata and fetched it itself: do not ask twice.
-            if is_dir:
-                if key in ns.dir_meta:
-                    return
-            else:
-                known = self.table.child(parent, name)
-                if known is not None and known.fresh():
-                    return
-                if etag is not None and ns.metacache.get(key, etag) is not None:
-                    return
-            try:
-                info = await ns.head(key)
-            except ZosError as err:
-                log.debug("prefetching metadata of %r failed: %s", key, err)
+        # While this waited in the queue, readdir or a lookup may have needed
+        # the same metadata and fetched it itself: do not ask twice.
+        if ns.head_pending(key):
+            return
+        if is_dir:
+            if key in ns.dir_meta:
                 return
-            if is_dir:
-                ns.dir_meta[key] = info
-            elif info is not None:
-                self._take(parent, name, info)
+        else:
+            known = self.table.child(parent, name)
+            if known is not None and known.fresh():
+                return
+            if etag is not None and ns.metacache.get(key, etag, last_modified) is not None:
+                return
+        try:
+            info = await ns.head(key)
+        except ZosError as err:
+            log.debug("prefetching metadata of %r failed: %s", key, err)
+            return
+        if is_dir:
+            ns.dir_meta[key] = info
+        elif info is not None:
+            self._take(parent, name, info)
 
     def _take(self, parent: int, name: str, info: ObjectInfo) -> None:
         """Give a prefetched HEAD to the name's inode, if the kernel knows

@@ -5,7 +5,8 @@ the request families, one module each (see `zosfs.zos.core`):
 
 - the data path, over the small HTTP client (`zosfs.zos.http`, signed by
   `zosfs.zos.signing`): `objects` (HEAD, GET, PUT, DELETE, delete-many),
-  `append`, `copies`, `multipart` and `listing`. These are the requests a
+  `append`, `copies`, `multipart`, `listing`, `versions` (ListObjectVersions,
+  GET of one version) and `process` (GET through ZOS's image processing). These are the requests a
   filesystem makes thousands of times; see `http.py` for why botocore is too
   expensive there.
 - the control path, through boto3 in worker threads: `control` (tags, ACLs,
@@ -27,9 +28,13 @@ from zosfs.zos.copies import CopyRequests
 from zosfs.zos.lifecycle import LifecycleRequests
 from zosfs.zos.listing import ListRequests
 from zosfs.zos.presign import PresignRequests
+from zosfs.zos.process import ProcessRequests
+from zosfs.zos.versions import VersionRequests
 
 
-class ZosClient(AppendRequests, CopyRequests, ListRequests, PresignRequests, LifecycleRequests):
+class ZosClient(
+    AppendRequests, CopyRequests, ListRequests, PresignRequests, LifecycleRequests, VersionRequests, ProcessRequests
+):
     """Typed operations on one bucket of a ZOS (or RGW) endpoint.
 
     Use from a single trio run: `async with ZosClient(cfg) as zos: ...`.

@@ -2,19 +2,25 @@
 versioning and object lock, and listing multipart uploads and their parts.
 
 These requests are rare and their XML is where botocore's models earn their
-keep, so they go through boto3 (`BotoTransport`, in worker threads). One
-exception: GetObjectAcl goes over the lean path, because renaming a
-directory reads the ACL of every object in it.
+keep, so they go through boto3 (`BotoTransport`, in worker threads). The
+exceptions go over the lean path: GetObjectAcl, because renaming a directory
+reads the ACL of every object in it; GetBucketVersioning and
+GetObjectLockConfiguration, because every mount asks them at start and
+importing boto3 for them alone cost each mount about 23 MiB; and
+ListMultipartUploads, which must ask for URL-encoded keys (botocore does not
+for that request, and an upload of a key holding a control character would
+make its answer unreadable).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import urllib.parse
 from typing import Any
 
 from zosfs.zos import wire
 from zosfs.zos.core import ClientCore
-from zosfs.zos.errors import ZosError
+from zosfs.zos.errors import ZosError, bad_answer
 from zosfs.zos.values import Acl, Grant, Part, Retention, Upload
 
 _NO_LOCK_CONFIG = ("NoSuchObjectLockConfiguration", "ObjectLockConfigurationNotFoundError")
@@ -23,17 +29,32 @@ _NO_LOCK_CONFIG = ("NoSuchObjectLockConfiguration", "ObjectLockConfigurationNotF
 class ControlRequests(ClientCore):
     """Settings of objects and of the bucket, and multipart bookkeeping."""
 
-    async def list_uploads(self, prefix: str = "") -> list[Upload]:
-        """Every multipart upload in progress under `prefix`."""
+    async def list_uploads(self, prefix: str = "", *, max_uploads: int = 1000) -> list[Upload]:
+        """Every multipart upload in progress under `prefix` (asked
+        `max_uploads` per page).
+
+        On the lean path with `encoding-type=url`, as listings are: botocore
+        would ask for keys unencoded, and RGW echoes a control character as
+        `&#1;`, which no XML parser accepts. Each page goes on from its last
+        upload (key and upload id, both from the encoded entries), never from
+        NextKeyMarker, which a server may send unencoded."""
+        op = "ListMultipartUploads"
         uploads: list[Upload] = []
-        params: dict[str, Any] = {"Prefix": prefix}
+        query: dict[str, str | None] = {"uploads": None, "prefix": prefix, "encoding-type": "url",
+                                        "max-uploads": str(max_uploads)}
         while True:
-            r = await self._boto_call("ListMultipartUploads", prefix, "list_multipart_uploads", **params)
-            uploads += [Upload(u["Key"], u["UploadId"], u["Initiated"].timestamp()) for u in r.get("Uploads", [])]
-            if not r.get("IsTruncated"):
+            resp = await self._request(op, "GET", "", query=query, error_key=prefix)
+            root = self._answer(resp, op, prefix)
+            if root.tag != "ListMultipartUploadsResult":
+                raise bad_answer(op, prefix, f"a <{root.tag}> where a ListMultipartUploadsResult belongs")
+            page = [Upload(urllib.parse.unquote_plus(wire.text(u, "Key")), wire.text(u, "UploadId"),
+                           wire.iso_date(wire.text(u, "Initiated"))) for u in root.iterfind("Upload")]
+            uploads += page
+            if wire.text(root, "IsTruncated").lower() != "true":
                 return uploads
-            params["KeyMarker"] = r.get("NextKeyMarker")
-            params["UploadIdMarker"] = r.get("NextUploadIdMarker")
+            if not page:
+                raise bad_answer(op, prefix, "a truncated listing of uploads without an upload")
+            query["key-marker"], query["upload-id-marker"] = page[-1].key, page[-1].upload_id
 
     async def list_parts(self, key: str, upload_id: str) -> list[Part]:
         """The parts uploaded so far to one multipart upload."""
@@ -145,9 +166,11 @@ class ControlRequests(ClientCore):
         )
 
     async def get_versioning(self) -> str | None:
-        """'Enabled', 'Suspended', or None if versioning was never turned on."""
-        r = await self._boto_call("GetBucketVersioning", "", "get_bucket_versioning")
-        return r.get("Status")
+        """'Enabled', 'Suspended', or None if versioning was never turned on.
+        On the lean path: every mount asks, and boto3 alone costs the daemon
+        about 23 MiB of memory."""
+        resp = await self._request("GetBucketVersioning", "GET", "", query={"versioning": None}, error_key="")
+        return wire.text(self._answer(resp, "GetBucketVersioning", ""), "Status") or None
 
     async def put_versioning(self, enabled: bool) -> None:
         """Turn the bucket's versioning on, or suspend it."""
@@ -157,11 +180,26 @@ class ControlRequests(ClientCore):
         )
 
     async def get_object_lock(self) -> dict[str, Any] | None:
-        """The bucket's object lock configuration, or None if it has none."""
+        """The bucket's object lock configuration (as boto3 shapes it:
+        ObjectLockEnabled, Rule.DefaultRetention.Mode/Days/Years), or None if
+        it has none. On the lean path, as `get_versioning`."""
         try:
-            r = await self._boto_call("GetObjectLockConfiguration", "", "get_object_lock_configuration")
+            resp = await self._request("GetObjectLockConfiguration", "GET", "", query={"object-lock": None}, error_key="")
         except ZosError as err:
-            if err.code in ("ObjectLockConfigurationNotFoundError", "NoSuchObjectLockConfiguration") or err.status == 404:
+            if err.code in _NO_LOCK_CONFIG or err.status == 404:
                 return None
             raise
-        return r.get("ObjectLockConfiguration")
+        root = self._answer(resp, "GetObjectLockConfiguration", "")
+        config: dict[str, Any] = {}
+        if enabled := wire.text(root, "ObjectLockEnabled"):
+            config["ObjectLockEnabled"] = enabled
+        retention = root.find("Rule/DefaultRetention")
+        if retention is not None:
+            rule: dict[str, Any] = {}
+            if mode := wire.text(retention, "Mode"):
+                rule["Mode"] = mode
+            for field in ("Days", "Years"):
+                if (value := wire.text(retention, field)).isdigit():
+                    rule[field] = int(value)
+            config["Rule"] = {"DefaultRetention": rule}
+        return config

@@ -2,7 +2,7 @@
 
 The mount's own probe (`zosfs.zos.probe`) reads settings only; this one
 also writes: it stores one small object (a 1x1 PNG) under the checked
-prefix, appends to it, GETs it with `x-zos-process` (ZOS's image
+prefix, appends to it, GETs it with `x-zos-process=image/info` (ZOS's image
 processing; RGW ignores the parameter and sends the bytes unchanged),
 fetches it through a presigned URL, and deletes it again.
 """
@@ -23,7 +23,9 @@ from zosfs.zos.client import ZosClient
 from zosfs.zos.errors import ZosError
 from zosfs.zos.probe import Capabilities
 
-PROCESS = "image/resize,w_1"
+# `info` answers JSON whatever the image: a server that processes images
+# cannot send the PNG back unchanged (a resize of a 1x1 image could).
+PROCESS = "image/info"
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ async def check_features(client: ZosClient, caps: Capabilities, prefix: str = ""
         Feature("versioning", "yes" if caps.versioning else "no", caps.versioning or "off (never enabled)"),
         Feature("object lock", "yes" if caps.object_lock else "no"),
     ]
+    features.append(await _version_listing(client))
     try:
         features.append(Feature("lifecycle rules", "yes" if await client.lifecycle_supported() else "no"))
     except ZosError as err:
@@ -87,14 +90,24 @@ async def check_features(client: ZosClient, caps: Capabilities, prefix: str = ""
     return features
 
 
+async def _version_listing(client: ZosClient) -> Feature:
+    """Whether ListObjectVersions answers (what the versions view lists with)."""
+    try:
+        async for _ in client.list_versions("", "/", max_keys=1):
+            break
+    except ZosError as err:
+        return Feature("ListObjectVersions", "no", f"refused ({err.code})")
+    return Feature("ListObjectVersions", "yes", "the versions view `.zos-versions/` can list")
+
+
 async def _image_processing(client: ZosClient, key: str, body: bytes) -> Feature:
     try:
-        got = await client.get_processed(key, PROCESS)
+        got, _ = await client.get_processed_object(key, PROCESS)
     except ZosError as err:
         return Feature("image processing", "no", f"GET with x-zos-process refused ({err.code})")
     if bytes(got) == body:
         return Feature("image processing", "no", "x-zos-process ignored (the image came back unchanged)")
-    return Feature("image processing", "yes", f"x-zos-process={PROCESS} changed the image")
+    return Feature("image processing", "yes", f"x-zos-process={PROCESS} answered; the image view `.zos-process/` works")
 
 
 async def _presigned(client: ZosClient, key: str, body: bytes) -> Feature:

@@ -262,7 +262,8 @@ class HttpPool:
                 await conn.send_file(body)
             elif body is not None and length:
                 await conn.send(body)
-        conn.quick_ack()
+        if method != "HEAD":  # (no body comes after a HEAD's head: nothing to wait 40 ms for)
+            conn.quick_ack()
         with trio.fail_after(self.read_timeout):
             status, reason, resp_headers = await self._read_head(conn)
         if method == "HEAD" or status in (204, 304) or 100 <= status < 200:

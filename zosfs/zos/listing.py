@@ -15,7 +15,9 @@ probe (`detect_list_api`) usually finds out before the first listing.
 
 Keys, prefixes and markers are asked URL-encoded (`encoding-type=url`) on
 every request, so any key, even one with control characters, survives the
-XML; `zosfs.zos.wire` copes with the fields RGW still sends unencoded.
+XML; `zosfs.zos.wire` copes with the fields RGW still sends unencoded. An
+answer is decoded only if it says it is encoded (`<EncodingType>url`, which
+S3 and RGW send): a server that ignores the request sends keys as they are.
 """
 
 from __future__ import annotations
@@ -49,7 +51,11 @@ def parse_page(root: ET.Element, prefix: str, after: str | None) -> ListPage:
     there, and a V1 page must go on past it. Raises ZosError."""
     if root.tag != "ListBucketResult":
         raise bad_answer(OP, prefix, f"a <{root.tag}> where a ListBucketResult belongs")
-    unquote = urllib.parse.unquote_plus
+    # Keys are URL-encoded only where the answer says so: a server that
+    # ignores `encoding-type=url` sends them as they are, and decoding those
+    # would turn the key `per%25cent` into another key, `per%cent`.
+    encoded = wire.text(root, "EncodingType").lower() == "url"
+    unquote = urllib.parse.unquote_plus if encoded else _as_is
     try:
         entries = [
             ListEntry(
@@ -84,6 +90,10 @@ def parse_page(root: ET.Element, prefix: str, after: str | None) -> ListPage:
     if not marker or (after and marker <= after):
         raise bad_answer(OP, prefix, "a truncated listing that does not go on past its marker")
     return ListPage(entries, prefixes, ListToken(marker))
+
+
+def _as_is(text: str) -> str:
+    return text
 
 
 class ListRequests(ClientCore):

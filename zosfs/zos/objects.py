@@ -67,22 +67,14 @@ class ObjectRequests(ClientCore):
         With `into`, the bytes land in that buffer without another copy.
         """
         headers: dict[str, str] = {}
-        if end is not None:
-            if end <= start:
-                return b""
-            headers["range"] = f"bytes={start}-{end - 1}"
-        elif start:
-            headers["range"] = f"bytes={start}-"
+        if end is not None and end <= start:
+            return b""
+        wanted = wire.byte_range(start, end)
+        if wanted:
+            headers["range"] = wanted
         if if_match:
             headers["if-match"] = f'"{if_match}"'
         resp = await self._request("GetObject", "GET", key, headers=headers, into=into)
-        return resp.body
-
-    async def get_processed(self, key: str, process: str) -> bytes | bytearray | memoryview:
-        """The whole object as ZOS's image processing makes it
-        (`x-zos-process=PROCESS`, e.g. `image/resize,w_100`); a server
-        without it sends the bytes unchanged."""
-        resp = await self._request("GetObject", "GET", key, query={"x-zos-process": process})
         return resp.body
 
     async def head_if_changed(self, key: str, etag: str | None) -> ObjectInfo | None:

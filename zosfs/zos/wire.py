@@ -112,3 +112,12 @@ def header_text(value: str) -> str:
         return value.encode("latin-1").decode("utf-8")
     except (UnicodeEncodeError, UnicodeDecodeError):
         return value
+
+
+def byte_range(start: int, end: int | None) -> str | None:
+    """The Range header for bytes [start, end) (end None: to the end), None
+    for the whole object. Callers answer an empty range themselves: HTTP
+    cannot ask for zero bytes."""
+    if end is not None:
+        return f"bytes={start}-{end - 1}"
+    return f"bytes={start}-" if start else None

@@ -6,16 +6,30 @@ block_size). A cache never serves a block for another ETag than the one it
 was stored under, so a replaced object cannot be read stale from it. The
 only exception is explicit: `rename` moves the blocks of a version to a
 newer ETag when the caller knows the newer version starts with the same
-bytes (an append, or a metadata-only change of an appendable object).
+bytes (an append, or a metadata-only change of an appendable object), or
+that a block holds those bytes in the newer version (the write path, which
+knows what it uploaded).
 """
 
 from __future__ import annotations
 
+import mmap
 from abc import ABC, abstractmethod
 from typing import Any
 
 BlockId = tuple[str, str, int]  # object key, ETag, block index
-Block = bytes | bytearray
+Block = bytes | bytearray | mmap.mmap  # (mmap: an anonymous map a disk read filled)
+
+
+MAP_FROM = 1024 * 1024  # buffers from this size on are anonymous maps
+
+
+def new_block(length: int) -> bytearray | mmap.mmap:
+    """A writable buffer for a block of `length` bytes. A large one is an
+    anonymous map: the kernel zero-fills its pages as a read or a GET fills
+    them, without the GIL; `bytearray(length)` zero-fills the whole buffer
+    holding it (8 MiB stalled the FUSE handlers on the trio thread)."""
+    return mmap.mmap(-1, length) if length >= MAP_FROM else bytearray(length)
 
 
 class DataCache(ABC):
@@ -56,8 +70,9 @@ class DataCache(ABC):
         [(block index, block length)]."""
 
     @abstractmethod
-    def rename(self, key: str, old_etag: str, new_etag: str) -> None:
-        """File the blocks of (key, old_etag) under new_etag."""
+    def rename(self, key: str, old_etag: str, new_etag: str, only: set[int] | None = None) -> None:
+        """File the blocks of (key, old_etag) under new_etag (`only`: just
+        the blocks with these indexes)."""
 
     @property
     @abstractmethod
@@ -95,7 +110,7 @@ class NoCache(DataCache):
     def etags(self, key: str) -> dict[str, list[tuple[int, int]]]:
         return {}
 
-    def rename(self, key: str, old_etag: str, new_etag: str) -> None:
+    def rename(self, key: str, old_etag: str, new_etag: str, only: set[int] | None = None) -> None:
         pass
 
     @property

@@ -1,12 +1,12 @@
 """The disk tier: blocks as files in a directory, under a hard byte cap.
 
 One file per block, named `KEYHASH.ETAG.INDEX.blk`, where KEYHASH hashes the
-mount's namespace (endpoint, bucket, prefix) with the object key. A file is
-a small header (magic, format version, namespace and key, block index, data
-length, CRC32 of the data) and the data. Files are written under a temporary
-name and renamed into place, so a reader (or a crash) never sees a torn file
-under a block's name; no fsync: a block damaged by a power loss fails its
-checksum or its length check and is dropped and fetched again, never served.
+mount's namespace (endpoint, bucket, prefix) with the object key; the file's
+layout, its checks and its direct writes are blockfile.py's. Files are
+written under a temporary name and renamed into place, so a reader (or a
+crash) never sees a torn file under a block's name; no fsync: a block damaged
+by a power loss fails its checksum or its length check and is dropped and
+fetched again, never served.
 
 The index (which blocks exist, their sizes, their LRU order) lives in memory
 and is rebuilt at mount by listing the directory (the order from the files'
@@ -24,22 +24,20 @@ import collections
 import fcntl
 import hashlib
 import logging
+import mmap
 import os
 import re
-import struct
-import zlib
 from collections.abc import Callable
 from typing import Any
 
 import trio
 
 from zosfs.data.cache.base import Block, BlockId, DataCache
+from zosfs.data.cache.blockfile import BlockWriter, data_length, head_area, read_block, unlink
+from zosfs.lowprio import run_low
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"ZOSFSBLK"
-VERSION = 1
-HEADER = struct.Struct("<8sHHIQQI")  # magic, version, 0, name length, block index, data length, crc32
 ALLOC = 4096  # what a file costs on disk is rounded up to this (what du counts)
 SLACK = 64 * 1024  # room kept for the directory itself and the lock file
 DEFAULT_FRACTION = 0.10  # of the free space, when no cap is given
@@ -97,7 +95,14 @@ class DiskCache(DataCache):
         self._written = trio.Event()  # set whenever queued writes were done
         self._unsettled: collections.Counter[Entry] = collections.Counter()  # entries whose file is not in place yet
         self._readers = trio.CapacityLimiter(4)
+        self._files = BlockWriter(directory)
         self.on_room: Callable[[], None] = lambda: None  # called when queued writes were done
+        # Called with each written block's buffer, which the disk tier no
+        # longer holds: the read path reuses it if no one else does.
+        self.on_written: Callable[[Block], None] = lambda data: None
+        # Gives (on the trio thread) a spare buffer of the length asked for,
+        # or None: a read into it costs no allocation and no page faults.
+        self.buffer_for: Callable[[int], bytearray | mmap.mmap | None] = lambda length: None
         self.hits = self.misses = self.bytes_served = self.bytes_written = 0
         self.corrupt = self.evicted = self.skipped = 0
 
@@ -111,7 +116,7 @@ class DiskCache(DataCache):
         with os.scandir(self.directory) as it:
             for e in it:
                 if e.name.startswith(".tmp-"):
-                    _unlink(e.path)
+                    unlink(e.path)
                     continue
                 m = NAME_RE.fullmatch(e.name)
                 if m is None:
@@ -120,9 +125,9 @@ class DiskCache(DataCache):
                     st = e.stat()
                 except FileNotFoundError:
                     continue
-                length = _data_length(e.path, st.st_size)
+                length = data_length(e.path, st.st_size)
                 if length is None:
-                    _unlink(e.path)  # not a whole block file: a torn write
+                    unlink(e.path)  # not a whole block file: a torn write
                     continue
                 entry = (m.group(1), m.group(2), int(m.group(3)))
                 found.append((st.st_mtime_ns, entry, length, st.st_size))
@@ -133,10 +138,11 @@ class DiskCache(DataCache):
             self._cap = default_cap(self.directory, self.used)
         victims = self._make_room(0)
         for entry in victims:
-            _unlink(self._path(entry))
+            unlink(self._path(entry))
 
     def close(self) -> None:
         os.close(self._lock)
+        self._files.close()
 
     # -- names ------------------------------------------------------------------------
 
@@ -206,7 +212,8 @@ class DiskCache(DataCache):
         self._lru.move_to_end(entry)
         length = self._lru[entry][0]
         async with self._readers:
-            data, problem = await trio.to_thread.run_sync(self._read, entry, self._name(bid[0]), length)
+            buf = self.buffer_for(length)
+            data, problem = await trio.to_thread.run_sync(self._read, entry, self._name(bid[0]), length, buf)
         if data is None:
             if problem and entry in self._lru:
                 log.warning("disk cache: dropped block %d of %r: %s; fetching it again", bid[2], bid[0], problem)
@@ -219,34 +226,19 @@ class DiskCache(DataCache):
         self.bytes_served += len(data)
         return data
 
-    def _read(self, entry: Entry, name: bytes, length: int) -> tuple[bytearray | None, str]:
+    def _read(self, entry: Entry, name: bytes, length: int,
+              buf: bytearray | mmap.mmap | None = None) -> tuple[Block | None, str]:
         """Read and check one block file (in a thread): (data, "") or (None, why)."""
-        path = self._path(entry)
-        try:
-            with open(path, "rb", buffering=0) as f:
-                head = f.read(HEADER.size + len(name))
-                data = bytearray(length)
-                got = f.readinto(data)
-                extra = f.read(1)
-            os.utime(path)  # the LRU order that the next mount rebuilds
-        except FileNotFoundError:
-            return None, ""  # renamed or evicted meanwhile: a plain miss
-        except OSError as err:
-            return None, f"unreadable ({err.strerror})"
-        if len(head) < HEADER.size:
-            return None, "truncated header"
-        magic, version, _, name_len, index, data_len, crc = HEADER.unpack_from(head)
-        if magic != MAGIC or version != VERSION:
-            return None, "not a block file of this version"
-        if head[HEADER.size:] != name or name_len != len(name) or index != entry[2]:
-            return None, "header names another block"
-        if data_len != length or got != length or extra:
-            return None, "wrong length (torn write)"
-        if zlib.crc32(data) != crc:
-            return None, "checksum mismatch"
-        return data, ""
+        return read_block(self._path(entry), name, entry[2], length, buf)
 
-    def put(self, bid: BlockId, data: Block) -> None:
+    def _write(self, entry: Entry, name: bytes, data: Block) -> bool:
+        tmp = os.path.join(self.directory, f".tmp-{entry[0]}.{entry[2]}.{os.getpid()}")
+        return self._files.write(tmp, self._path(entry), name, entry[2], data)
+
+    def put(self, bid: BlockId, data: Block, low: bool = False) -> None:
+        """(DataCache.put.) `low`: the file is written by the low-priority
+        thread (zosfs/lowprio.py): a block the write path uploaded, which no
+        reader waits for."""
         entry = self._entry(bid)
         if entry is None:
             return
@@ -254,7 +246,7 @@ class DiskCache(DataCache):
         if known is not None and known[0] == len(data):
             self._lru.move_to_end(entry)
             return
-        charged = _charge(HEADER.size + len(self._name(bid[0])) + len(data))
+        charged = _charge(head_area(len(self._name(bid[0]))) + len(data))
         if charged > self._cap - SLACK or self._pending_writes >= PENDING_WRITES:
             self.skipped += 1  # too big, or the disk is behind: this block stays in memory only
             return
@@ -266,7 +258,7 @@ class DiskCache(DataCache):
             self._queue("unlink", victims)
         self._index(entry, len(data), charged)
         self._pending_writes += 1
-        self._queue("write", (entry, self._name(bid[0]), data))
+        self._queue("write", (entry, self._name(bid[0]), data, low))
 
     @property
     def behind(self) -> bool:
@@ -298,13 +290,15 @@ class DiskCache(DataCache):
         khash = self._hash(key)
         return {e: sorted((n, self._lru[(khash, e, n)][0]) for n in ns) for e, ns in self._by_key.get(khash, {}).items()}
 
-    def rename(self, key: str, old_etag: str, new_etag: str) -> None:
+    def rename(self, key: str, old_etag: str, new_etag: str, only: set[int] | None = None) -> None:
         if not ETAG_RE.fullmatch(new_etag):
             self.forget(key, old_etag)
             return
         khash = self._hash(key)
         moves = []
         for n in sorted(self._by_key.get(khash, {}).get(old_etag, ())):
+            if only is not None and n not in only:
+                continue
             old, new = (khash, old_etag, n), (khash, new_etag, n)
             length, charged = self._lru[old]
             self._unindex(old)
@@ -353,27 +347,37 @@ class DiskCache(DataCache):
             self._wake = trio.Event()
             while self._jobs:
                 batch = []
-                while self._jobs and len(batch) < 16:
+                low = _low(self._jobs[0])  # (a batch is all of one priority; the order is kept)
+                while self._jobs and len(batch) < 16 and _low(self._jobs[0]) == low:
                     batch.append(self._jobs.popleft())
                 try:
-                    written = await trio.to_thread.run_sync(self._apply, batch)
+                    apply = run_low(self._apply, batch) if low else trio.to_thread.run_sync(self._apply, batch)
+                    written = await apply
                 finally:
-                    self._pending_writes -= sum(1 for kind, _ in batch if kind == "write")
-                    for kind, what in batch:
-                        self._unsettled.subtract(_touched(kind, what))
-                    self._unsettled = +self._unsettled  # (drops the zeros)
-                    self._written.set()
+                    self._settle(batch)
+                done = [what[2] for kind, what in batch if kind == "write"]
+                del batch  # (its jobs hold the blocks' buffers: `on_written` may reuse them)
                 for entry, ok, nbytes in written:
                     if ok:
                         self.bytes_written += nbytes
                     elif entry in self._lru:
                         self._unindex(entry)  # the write failed (disk full?): no such block
                 self.on_room()  # (may queue more writes: this loop goes on with them)
+                while done:
+                    self.on_written(done.pop())
             self._idle.set()
 
     async def drain(self) -> None:
         """Wait until every queued change is on disk."""
         await self._idle.wait()
+
+    def _settle(self, batch: list[tuple[str, Any]]) -> None:
+        """A batch was done (or failed): its writes no longer count as pending."""
+        self._pending_writes -= sum(1 for kind, _ in batch if kind == "write")
+        for kind, what in batch:
+            self._unsettled.subtract(_touched(kind, what))
+        self._unsettled = +self._unsettled  # (drops the zeros)
+        self._written.set()
 
     def _apply(self, batch: list[tuple[str, Any]]) -> list[tuple[Entry, bool, int]]:
         """Do a batch of queued file changes (in a thread)."""
@@ -381,7 +385,7 @@ class DiskCache(DataCache):
         for kind, what in batch:
             if kind == "unlink":
                 for entry in what:
-                    _unlink(self._path(entry))
+                    unlink(self._path(entry))
             elif kind == "rename":
                 for old, new in what:
                     try:
@@ -389,23 +393,13 @@ class DiskCache(DataCache):
                     except OSError:
                         pass  # gone: a read of it is a miss
             else:
-                entry, name, data = what
+                entry, name, data, _ = what
                 written.append((entry, self._write(entry, name, data), len(data)))
         return written
 
-    def _write(self, entry: Entry, name: bytes, data: Block) -> bool:
-        tmp = os.path.join(self.directory, f".tmp-{entry[0]}.{entry[2]}.{os.getpid()}")
-        header = HEADER.pack(MAGIC, VERSION, 0, len(name), entry[2], len(data), zlib.crc32(data))
-        try:
-            with open(tmp, "wb", buffering=0) as f:
-                f.write(header + name)
-                f.write(data)
-            os.rename(tmp, self._path(entry))
-            return True
-        except OSError as err:
-            log.warning("disk cache: cannot write a block: %s", err)
-            _unlink(tmp)
-            return False
+def _low(job: tuple[str, Any]) -> bool:
+    """Whether a queued job is the write of a block for the low-priority thread."""
+    return job[0] == "write" and bool(job[1][3])
 
 
 def _touched(kind: str, what: Any) -> list[Entry]:
@@ -415,30 +409,6 @@ def _touched(kind: str, what: Any) -> list[Entry]:
     if kind == "rename":
         return [new for _, new in what]
     return []
-
-
-def _data_length(path: str, file_size: int) -> int | None:
-    """The data length a block file's header gives, if it matches the file's size."""
-    try:
-        with open(path, "rb", buffering=0) as f:
-            head = f.read(HEADER.size)
-    except OSError:
-        return None
-    if len(head) < HEADER.size:
-        return None
-    magic, version, _, name_len, _, data_len, _ = HEADER.unpack(head)
-    if magic != MAGIC or version != VERSION or HEADER.size + name_len + data_len != file_size:
-        return None
-    return int(data_len)
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as err:
-        log.warning("disk cache: cannot remove %s: %s", path, err.strerror)
 
 
 def open_disk_cache(directory: str, cap: int, namespace: str) -> tuple[DiskCache | None, str]:

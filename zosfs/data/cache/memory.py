@@ -109,8 +109,10 @@ class MemoryCache(DataCache):
             for etag, ns in self._index.get(key, {}).items()
         }
 
-    def rename(self, key: str, old_etag: str, new_etag: str) -> None:
+    def rename(self, key: str, old_etag: str, new_etag: str, only: set[int] | None = None) -> None:
         for n in sorted(self._index.get(key, {}).get(old_etag, ())):
+            if only is not None and n not in only:
+                continue
             data = self._pop((key, old_etag, n))
             if data is not None:
                 self.put((key, new_etag, n), data)

@@ -83,9 +83,9 @@ class MultiLevelCache(DataCache):
                     merged.setdefault(etag, {})[n] = max(length, merged.get(etag, {}).get(n, 0))
         return {etag: sorted(blocks.items()) for etag, blocks in merged.items()}
 
-    def rename(self, key: str, old_etag: str, new_etag: str) -> None:
-        self.memory.rename(key, old_etag, new_etag)
-        self.disk.rename(key, old_etag, new_etag)
+    def rename(self, key: str, old_etag: str, new_etag: str, only: set[int] | None = None) -> None:
+        self.memory.rename(key, old_etag, new_etag, only)
+        self.disk.rename(key, old_etag, new_etag, only)
 
     @property
     def size(self) -> int:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from zosfs.namespace.metadata import encode
-from zosfs.zos import FileRegion, ZosError, next_append_etag
+from zosfs.zos import FileRegion, LocalFileError, ZosError, next_append_etag
 
 if TYPE_CHECKING:
     from zosfs.data.write.writer import Writer
@@ -184,6 +184,14 @@ class AppendUpload:
             try:
                 with w.changing_object():
                     result = await zos.append(key, start, FileRegion(w.stage().fd, start, length), opts)
+            except LocalFileError:
+                if self.active and w.size >= start + length:
+                    raise
+                # Cut short by a truncation below it while it went out (which
+                # ended append mode): the server took none of it, and this is
+                # no failure of the staging directory.
+                log.debug("an append to %r was truncated while it went out", key)
+                return
             finally:
                 self.appending = 0
         except ZosError as err:
@@ -215,10 +223,28 @@ class AppendUpload:
         w.inode.remote, w.inode.appendable, w.inode.meta = True, True, meta
         w.inode.etag = next_append_etag(previous, result.etag) if previous is not None and result.etag else ""
         ns.remember(key, w.inode)
-        self._release_appended(start, start + length)
+        self._journal_appended(start, start + length)
+        # The appended bytes go into the block cache under the new ETag (the
+        # older blocks move to it), and only then leave staging.
+        w.path.feeds.uploaded(w, w.inode.etag, start + length, [(start, start + length)], watch,
+                              base=previous or "", after=lambda: self._release_appended(start, start + length))
         w.uploaded()
         self.failing = False
         w.report_progress()
+
+    def _journal_appended(self, start: int, end: int) -> None:
+        """The journal records at once what the object now holds (leaving
+        staging waits for the block cache's copy; recovery must not)."""
+        w = self.w
+        staged = w.staged
+        if staged is None or not self.active or not w.inode.etag:
+            return
+        end = min(end, self.remote_len, w.base_limit)
+        if any(not dirty for _, _, dirty in w.dirty.pieces(start, end)):
+            try:
+                staged.note_appended(self.remote_len, w.inode.etag)
+            except OSError as err:
+                log.warning("recording the appended length in the staging journal failed (%s)", err)
 
     def _release_appended(self, start: int, end: int) -> None:
         """[start, end) was just appended: staging need not hold it any more

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING
 import trio
 
 from zosfs.data.ranges import RangeSet
-from zosfs.data.write.state import MAX_PARTS, MiB
+from zosfs.data.write.state import MAX_PARTS, MiB, Watch
 from zosfs.fserror import FsError
 from zosfs.namespace.metadata import encode
-from zosfs.zos import FileRegion, Part, ZosError
+from zosfs.zos import FileRegion, LocalFileError, Part, ZosError
 
 if TYPE_CHECKING:
     from zosfs.data.write.writer import Writer
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__package__)  # (the write path logs as one: zosfs.data.write)
 
 MIN_PART = 5 * MiB
+COMPLETE_ROUNDS = 3  # rounds of parts sent again before a completion gives up (see StreamingMultipart.complete)
 
 
 def multipart_etag(part_etags: list[str]) -> str:
@@ -48,13 +49,25 @@ def multipart_etag(part_etags: list[str]) -> str:
     return f"{digest}-{len(part_etags)}"
 
 
+@dataclass(frozen=True)
+class Sent:
+    """A part an upload holds: the generation of the file's bytes it carries
+    (see FileState.touch), its ETag, and where it ends (it begins at
+    n * part_size): a part sent as the short last one is out of date once
+    the file grows past it, whatever the generations say."""
+
+    generation: int
+    etag: str
+    end: int
+
+
 @dataclass
 class Multipart:
     """A multipart upload in progress for a writer in replace mode."""
 
     upload_id: str
     part_size: int
-    done: dict[int, tuple[int, str]] = field(default_factory=dict)  # part -> (generation, etag)
+    done: dict[int, Sent] = field(default_factory=dict)  # part -> what the upload holds of it
     busy: dict[int, trio.Event] = field(default_factory=dict)  # parts being uploaded
 
     def uploaded(self) -> int:
@@ -76,6 +89,26 @@ class StreamingMultipart:
     def __init__(self, writer: Writer) -> None:
         self.w = writer
         self.upload: Multipart | None = None
+
+    def _generation(self, mp: Multipart, n: int) -> int:
+        """The generation of the last change to part n of `mp`, whose parts
+        may be larger than the writer's (see `start`): the latest of the
+        writer's parts it covers."""
+        ps, mps = self.w.part_size, mp.part_size
+        if ps == mps:
+            return self.w.part_generation.get(n, 0)
+        first, last = n * mps // ps, ((n + 1) * mps - 1) // ps
+        return max((self.w.part_generation.get(k, 0) for k in range(first, last + 1)), default=0)
+
+    def current(self, mp: Multipart, n: int) -> bool:
+        """Whether `mp` holds part n as the file has it now: sent since its
+        last change, and with the extent it has now. S3 takes a part under
+        5 MiB only as the last one, so a part sent while it was the file's
+        short end must go again once the file grows past it (or shrinks
+        into it), by whatever means."""
+        sent = mp.done.get(n)
+        return (sent is not None and sent.generation == self._generation(mp, n)
+                and sent.end == min(self.w.size, (n + 1) * mp.part_size))
 
     async def start(self) -> None:
         w = self.w
@@ -103,8 +136,7 @@ class StreamingMultipart:
         limit = min(w.frontier, w.size)
         for n in range(-(-w.size // ps) if force else limit // ps):
             start, end = n * ps, min((n + 1) * ps, w.size)
-            gen = w.part_generation.get(n, 0)
-            if mp is not None and (n in mp.busy or mp.done.get(n, (-1, ""))[0] == gen):
+            if mp is not None and (n in mp.busy or self.current(mp, n)):
                 continue
             if force and w.dirty.overlaps(start, end):
                 ready.append(n)  # (filled from the object by upload_part: it frees the budget now)
@@ -127,6 +159,7 @@ class StreamingMultipart:
         """Upload part n (marked busy by the caller) as the file holds it now."""
         w = self.w
         event = mp.busy[n]
+        watch: Watch | None = None  # (what changes while a part goes out from staging)
         try:
             start = n * mp.part_size
             key = w.path.ns.key(w.inode)
@@ -136,29 +169,52 @@ class StreamingMultipart:
                     return  # aborted before its turn, or truncated away
                 # (A change from here on makes the part's generation newer:
                 # it is uploaded again.)
-                gen = w.part_generation.get(n, 0)
+                gen = self._generation(mp, n)
                 end = min(w.size, start + mp.part_size)
                 if (
-                    not w.dirty.overlaps(start, end)
+                    end > start  # (an empty range, `bytes=0--1`, is InvalidArgument: the empty file's part)
+                    and not w.dirty.overlaps(start, end)
                     and end <= w.base_limit
                     and (end - start >= MIN_PART or end == w.size)
                 ):
                     # Unchanged: copied on the server, never downloaded.
-                    etag = await zos.upload_part_copy(key, mp.upload_id, n + 1, key, start, end, w.base_etag or None)
+                    source = w.base_etag
+                    etag = await zos.upload_part_copy(key, mp.upload_id, n + 1, key, start, end, source or None)
                     copied = True
                 else:
+                    watch = w.watch()
                     await w.fill(start, end)
                     region = FileRegion(w.stage().fd, start, end - start)
-                    etag = await zos.upload_part(key, mp.upload_id, n + 1, region)
+                    try:
+                        etag = await zos.upload_part(key, mp.upload_id, n + 1, region)
+                    except LocalFileError:
+                        if w.size >= end and self._generation(mp, n) == gen:
+                            raise
+                        # Cut short by a truncation while it went out (staging
+                        # is shorter than the part was): not a failure of the
+                        # staging directory. The part goes again at its new
+                        # extent, if it still has one.
+                        log.debug("part %d of %r was truncated while it went out", n + 1, key)
+                        return
                     copied = False
                 log.debug("uploaded part %d [%d, %d) of %r (generation %d)", n + 1, start, end, key, gen)
             if self.upload is mp:
-                mp.done[n] = (gen, etag)
-                if not copied and end - start == mp.part_size:
-                    self._free_part(mp, n, etag)
+                mp.done[n] = Sent(gen, etag, end)
+                # The part's blocks go into the block cache, to be the
+                # object's when the upload completes with it (cachefeed.py);
+                # a part sent from staging leaves it only after that.
+                feeds = w.path.feeds
+                if copied:
+                    feeds.part_copied(w, mp.upload_id, n + 1, etag, start, end, source)
+                else:
+                    assert watch is not None
+                    free = (lambda: self._free_part(mp, n, etag)) if end - start == mp.part_size else None
+                    feeds.part_uploaded(w, mp.upload_id, n + 1, etag, start, end, watch, after=free)
                 w.uploaded()
                 w.report_progress()
         finally:
+            if watch is not None:
+                w.unwatch(watch)
             del mp.busy[n]
             event.set()
 
@@ -172,7 +228,7 @@ class StreamingMultipart:
                 total += end - start
                 continue
             for n in range(start // ps, (end - 1) // ps + 1):
-                if mp.done.get(n, (-1, ""))[0] != w.part_generation.get(n, 0):
+                if not self.current(mp, n):
                     total += min(end, (n + 1) * ps) - max(start, n * ps)
         return total
 
@@ -197,8 +253,8 @@ class StreamingMultipart:
         w = self.w
         staged = w.staged
         start, end = n * mp.part_size, (n + 1) * mp.part_size
-        if (staged is None or not self.frees_parts() or w.discarded
-                or w.part_generation.get(n, 0) != mp.done[n][0] or not w.local.covers(start, end)):
+        if (self.upload is not mp or staged is None or not self.frees_parts() or w.discarded
+                or not self.current(mp, n) or not w.local.covers(start, end)):
             return
         try:
             freed = staged.free_part(mp.upload_id, n + 1, etag, start, end)
@@ -275,6 +331,7 @@ class StreamingMultipart:
             w.unwatch(watch)
         prefix = min(count * mp.part_size, size)
         etag = multipart_etag([p.etag for p in parts])
+        w.path.feeds.completed(w, mp.upload_id, [(p.number, p.etag) for p in parts], etag, prefix)
         log.info("completed the upload of the first %d bytes of %r, which is read or changed there while it is "
                  "written", prefix, key)
         self.upload = None
@@ -296,7 +353,10 @@ class StreamingMultipart:
     async def complete(self, mp: Multipart, key: str, count: int) -> list[Part]:
         """Upload the parts below `count` that are missing or out of date (at
         once, within upload_concurrency), then complete the upload with parts
-        1..count; returns them."""
+        1..count; returns them. Never asks for a completion the server would
+        refuse: every part but the last is whole (a truncation while the
+        parts went out may leave one short: it is sent again, a few times at
+        most; then EIO, and the next flush starts over)."""
         w = self.w
         errors: list[ZosError | FsError] = []
 
@@ -306,16 +366,29 @@ class StreamingMultipart:
             except (ZosError, FsError) as err:  # (raised in the nursery it would come wrapped)
                 errors.append(err)
 
-        async with trio.open_nursery() as nursery:
-            for n in range(count):
-                if mp.done.get(n, (-1, ""))[0] != w.part_generation.get(n, 0):
+        def unfit(n: int) -> bool:
+            sent = mp.done.get(n)
+            return sent is None or (n < count - 1 and sent.end != (n + 1) * mp.part_size)
+
+        todo = [n for n in range(count) if not self.current(mp, n)]
+        for _ in range(COMPLETE_ROUNDS):
+            if not todo:
+                break
+            await mp.settle()  # (the caller holds the lock: no part is claimed meanwhile)
+            async with trio.open_nursery() as nursery:
+                for n in todo:
                     mp.busy[n] = trio.Event()
                     nursery.start_soon(upload, n)
-        if errors:
-            raise errors[0]
-        if self.upload is not mp or any(n not in mp.done for n in range(count)):
+            if errors:
+                raise errors[0]
+            if self.upload is not mp:
+                break
+            # (What changed meanwhile stays dirty for the next flush; only
+            # what the server would refuse is sent again now.)
+            todo = [n for n in range(count) if unfit(n)]
+        if self.upload is not mp or any(unfit(n) for n in range(count)):
             raise FsError(errno.EIO, f"{w.key_at_start!r} changed while its upload was being completed")
-        parts = [Part(n + 1, mp.done[n][1]) for n in range(count)]
+        parts = [Part(n + 1, mp.done[n].etag) for n in range(count)]
         with w.changing_object():
             await w.path.zos.complete_multipart(key, mp.upload_id, parts)
         return parts
@@ -335,3 +408,4 @@ class StreamingMultipart:
             await mp.settle()  # parts on their way would fail, or outlive the abort
             await w.path.zos.abort_quietly(w.path.ns.key(w.inode), mp.upload_id)
             self.forget_freed()
+            w.path.feeds.aborted(w, mp.upload_id)

@@ -17,6 +17,7 @@ import weakref
 import trio
 
 from zosfs.data.staging import Staging
+from zosfs.data.write.cachefeed import CacheFeeds
 from zosfs.data.write.writer import Writer
 from zosfs.fserror import FsError
 from zosfs.namespace.inodes import Inode
@@ -42,6 +43,7 @@ class WritePath:
         self.part_slots = trio.Semaphore(opts.upload_concurrency)
         self.nursery: trio.Nursery | None = None
         self.writers: set[Writer] = set()
+        self.feeds = CacheFeeds(self)  # what uploads carried, into the block cache (cachefeed.py)
         self.stopped = False  # flush_all began: no change is taken any more (it could reach no upload)
         self._versions: weakref.WeakKeyDictionary[Inode, int] = weakref.WeakKeyDictionary()
 
@@ -154,6 +156,7 @@ class WritePath:
             if not inode.remote:
                 inode.size = 0
         if multipart is not None:  # failed, or begun in the background after the last flush
+            self.feeds.aborted(writer, multipart.upload_id)
             with trio.move_on_after(ABORT_TIMEOUT):  # (a stalled server: it expires by lifecycle, or at the next mount)
                 await self.zos.abort_quietly(key, multipart.upload_id)
         if failure is not None:

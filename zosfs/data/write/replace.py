@@ -91,11 +91,13 @@ class Replace:
         uploaded parts are freed, waits while more than APPEND_BACKLOG is
         neither appended nor in freed parts, as long as some part is on its
         way (a writer whose parts are not ready, such as one leaving holes,
-        is never held)."""
+        is never held). Parts uploaded and waiting to be cached before they
+        are freed (cachefeed.py, at most PART_BACKLOG) count as freed: the
+        cache never holds a writer back."""
         w = self.w
         mp = w.parts.upload
         return not (mp is None or not mp.busy or w.error is not None or not w.parts.frees_parts()
-                    or w.size - w.base_limit - w.freed.total() <= APPEND_BACKLOG)
+                    or w.size - w.base_limit - w.freed.total() - w.path.feeds.queued(w) <= APPEND_BACKLOG)
 
     # -- at flush ------------------------------------------------------------------------
 
@@ -122,6 +124,11 @@ class Replace:
         w.inode.remote, w.inode.appendable, w.inode.meta = True, False, meta
         w.inode.etag = etag
         w.base_limit = min(watch.limit(size), w.size)
+        # What staging holds of the new version goes into the block cache
+        # (all of it after a PUT; a rebuild's parts copied on the server and
+        # parts freed from staging are not there).
+        held = [(s, e) for s, e, here in w.local.pieces(0, size) if here]
+        w.path.feeds.uploaded(w, etag, size, held, watch)
 
     async def _rebuild(self, key: str) -> tuple[int, str]:
         """Complete (or start and complete) the multipart upload of the file;
@@ -165,7 +172,9 @@ class Replace:
             raise
         parts.upload = None
         parts.forget_freed()
-        return size, multipart_etag([p.etag for p in done])
+        etag = multipart_etag([p.etag for p in done])
+        w.path.feeds.completed(w, mp.upload_id, [(p.number, p.etag) for p in done], etag, size)
+        return size, etag
 
     # -- back to append mode -------------------------------------------------------------
 

@@ -121,13 +121,19 @@ class FileState:
         renamed). A change below the bytes freed after appends means staging
         is no longer "the rest of the object" (recovery would append it to
         the old bytes): from then on it counts as a change to an existing
-        object, which recovery keeps for a person to decide."""
+        object, which recovery keeps for a person to decide. (Bytes appended
+        and not yet freed because they wait to be copied into the block cache
+        count as freed: they will be, see `freeing_appended`.)"""
         staged = self.stage()
         if staged.record.get("state") != "writing":
             staged.write_journal(key=self.path.ns.key(self.inode), state="writing")
-        if staged.record.get("created") and at < staged.record.get("appended", 0):
+        if staged.record.get("created") and at < max(staged.record.get("appended", 0), self.freeing_appended()):
             staged.write_journal(created=False)
         return staged
+
+    def freeing_appended(self) -> int:
+        """How far appended bytes are about to be freed from staging (0: none are)."""
+        return 0
 
     def touch(self, start: int, end: int) -> None:
         """[start, end) changed: a new generation, for the file and its parts."""

@@ -69,6 +69,12 @@ class Writer(FileState):
             self.appends.remote_len = self.size if exists else 0
             self.mode = self.appends
 
+    def freeing_appended(self) -> int:
+        """(FileState.freeing_appended.) Appended bytes whose freeing waits
+        for the block cache's copy (cachefeed.py) are freed up to the
+        appended length, which the journal then records."""
+        return self.appends.remote_len if self.path.feeds.holds_appended(self) else 0
+
     @property
     def remote_len(self) -> int | None:
         """In append mode, how much of the file the object holds; None in replace mode."""
@@ -85,6 +91,9 @@ class Writer(FileState):
             return
         if mode is self.replace:
             log.debug("%r leaves append mode: %s", self.key_at_start, why)
+            # Appended bytes still waiting to be copied into the block cache
+            # leave staging now, while the object is still their append.
+            self.path.feeds.release_now(self)
         self.mode = mode
 
     def leave_append_mode(self, why: str) -> None:
@@ -142,13 +151,18 @@ class Writer(FileState):
         if self.first_write is None:
             self.first_write = trio.current_time()
         end = offset + len(data)
+        # A write beyond the end leaves a hole: the file changed from its old
+        # end on (the part holding it may have gone out as the short last
+        # one; see StreamingMultipart.current). The hole is zeros wherever
+        # it is read or sent from (beyond base_limit, see fill).
+        changed = min(offset, self.size)
         if end > self.size:
             self.size = end
             self.inode.size = end
         self.local.add(offset, end)
         self.dirty.add(offset, end)
         self._reconsider(offset, writing=True)
-        self.touch(offset, end)
+        self.touch(changed, end)
         self.frontier = end
         self.inode.attrs = self.path.ns.touched(self.inode.attrs)
         self.kick()

@@ -17,12 +17,12 @@ import trio
 
 from zosfs.namespace.feed.common import FeedConfig, FeedStats, new_mount_id
 from zosfs.namespace.feed.reader import FeedReader
-from zosfs.namespace.feed.records import FEED_PREFIX, RESERVED_PREFIX, Record, parse_line, shards_for_prefix
+from zosfs.namespace.feed.records import FEED_PREFIX, RESERVED_PREFIX, FileVersion, Record, parse_line, shards_for_prefix
 from zosfs.namespace.feed.writer import FeedWriter
 from zosfs.zos import ZosClient, ZosError
 
 __all__ = [
-    "FEED_PREFIX", "RESERVED_PREFIX", "Feed", "FeedConfig", "FeedReader", "FeedStats", "FeedWriter", "Record",
+    "FEED_PREFIX", "RESERVED_PREFIX", "Feed", "FeedConfig", "FeedReader", "FeedStats", "FeedWriter", "FileVersion", "Record",
     "parse_line",
 ]
 
@@ -57,9 +57,9 @@ class Feed:
     def enabled(self) -> bool:
         return self.writer.enabled
 
-    def publish(self, op: str, *keys: str, is_dir: bool = False) -> None:
+    def publish(self, op: str, *keys: str, is_dir: bool = False, attrs: FileVersion | None = None) -> None:
         """Announce one change of this mount (see `FeedWriter.publish`)."""
-        self.writer.publish(op, *keys, is_dir=is_dir)
+        self.writer.publish(op, *keys, is_dir=is_dir, attrs=attrs)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Append what is still queued (at unmount), within `timeout` seconds."""

@@ -45,6 +45,7 @@ class FeedStats:
     records_skipped: int = 0  # unparsable or unknown
     resyncs: int = 0  # continuity lost: everything invalidated
     invalidations: int = 0  # names forgotten because another mount changed them
+    versions_taken: int = 0  # of them: files updated from the record's attributes, no request
     full_invalidations: int = 0  # everything forgotten (resyncs and `all` records)
     last_lag: float = 0.0  # seconds from a record's append to its delivery here
     max_lag: float = 0.0

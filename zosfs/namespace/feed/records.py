@@ -6,7 +6,9 @@ lines. Fields of version 1:
 
     {"v": 1, "m": "<mount id>", "s": <seq>, "t": <unix seconds>,
      "op": "create|change|rename|delete|all|seal|gen", "k": ["key", ...],
-     "d": true|false, "n": <next generation, seal only>}
+     "d": true|false, "n": <next generation, seal only>,
+     "a": {"e": "<ETag>", "z": <size>, "md": {"mode": "...", ...},
+           "ct": "<Content-Type>", "ap": true|false}}   (optional, see below)
 
 Keys are bucket keys (not names relative to a mount's prefix), so mounts of
 different prefixes of one bucket understand each other. `rename` lists the
@@ -17,6 +19,14 @@ generation's first line, the same bytes whoever writes it (see
 `header`). A reader skips any line
 it cannot parse, any version it does not know and any op it does not know:
 newer writers may add fields and ops.
+
+`a` (added within version 1: readers that predate it ignore it, and
+records without it are handled as before) is what the writer knows of the
+version it just stored, on a `change` of one file: its ETag, size, the
+metadata it sent (the s3fs headers without `x-amz-meta-`), Content-Type and
+whether it is appendable. A reader takes it into a file it knows instead
+of forgetting the file's attributes, so that its next stat and lookup need
+no request; it is a hint: opens still check the ETag with the server.
 
 Objects: `.zosfs/feed/<shard>/<generation as 12 digits>`, shard 0 when the
 feed is not split. Keys are never reused: a generation only grows, is sealed,
@@ -38,6 +48,39 @@ SEALED_META = "zosfs-feed-next"  # metadata on a sealed generation: the next one
 
 
 @dataclass(frozen=True)
+class FileVersion:
+    """What a writer knows of a file version it just stored (field `a`)."""
+
+    etag: str
+    size: int
+    metadata: dict[str, str]
+    content_type: str | None = None
+    appendable: bool = False
+
+    def encode(self) -> dict[str, object]:
+        doc: dict[str, object] = {"e": self.etag, "z": self.size, "md": self.metadata}
+        if self.content_type:
+            doc["ct"] = self.content_type
+        if self.appendable:
+            doc["ap"] = True
+        return doc
+
+    @staticmethod
+    def parse(doc: object) -> FileVersion | None:
+        """The version in a record's `a` field, or None if it is not one."""
+        if not isinstance(doc, dict):
+            return None
+        etag, size, meta, ctype = doc.get("e"), doc.get("z"), doc.get("md"), doc.get("ct")
+        if not isinstance(etag, str) or not etag or type(size) is not int or size < 0:
+            return None
+        if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+            return None
+        if ctype is not None and not isinstance(ctype, str):
+            return None
+        return FileVersion(etag, size, dict(meta), ctype, doc.get("ap") is True)
+
+
+@dataclass(frozen=True)
 class Record:
     """One change another mount announced."""
 
@@ -48,6 +91,7 @@ class Record:
     keys: tuple[str, ...] = ()
     is_dir: bool = False
     next_gen: int | None = None  # seal: the next generation; gen: this one
+    attrs: FileVersion | None = None  # change of a file: the version stored (field "a")
 
     def encode(self) -> bytes:
         """The record as one line, newline included."""
@@ -58,6 +102,8 @@ class Record:
             doc["d"] = True
         if self.next_gen is not None:
             doc["n"] = self.next_gen
+        if self.attrs is not None:
+            doc["a"] = self.attrs.encode()
         return json.dumps(doc, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
 
 
@@ -93,7 +139,9 @@ def parse_line(line: bytes) -> Record | None:
         return None
     if op in ("create", "change", "delete") and not keys:
         return None
-    return Record(mount, seq, float(when), op, tuple(keys), bool(doc.get("d", False)), next_gen if op in ("seal", "gen") else None)
+    attrs = FileVersion.parse(doc.get("a")) if op == "change" and len(keys) == 1 and not doc.get("d") else None
+    return Record(mount, seq, float(when), op, tuple(keys), bool(doc.get("d", False)),
+                  next_gen if op in ("seal", "gen") else None, attrs)
 
 
 def split_lines(data: bytes | bytearray | memoryview) -> tuple[list[bytes], int]:

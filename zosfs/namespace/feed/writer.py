@@ -32,7 +32,7 @@ import time
 import trio
 
 from zosfs.namespace.feed.common import FeedConfig, FeedStats, new_mount_id, newest_generation
-from zosfs.namespace.feed.records import SEALED_META, Record, generation_key, header, shard_of
+from zosfs.namespace.feed.records import SEALED_META, FileVersion, Record, generation_key, header, shard_of
 from zosfs.zos import WriteOptions, ZosClient, ZosError
 
 log = logging.getLogger(__name__)
@@ -75,13 +75,14 @@ class FeedWriter:
         self._pending.clear()
         self._wake.set()
 
-    def publish(self, op: str, *keys: str, is_dir: bool = False) -> None:
+    def publish(self, op: str, *keys: str, is_dir: bool = False, attrs: FileVersion | None = None) -> None:
         """Queue one change: `create`, `change`, `delete` of a key, or
-        `rename` of old key to new key. Returns at once."""
+        `rename` of old key to new key; `attrs`: the version a `change`
+        of a file stored. Returns at once."""
         if not self.enabled:
             return
         self._seq += 1
-        rec = Record(self.mount_id, self._seq, time.time(), op, tuple(keys), is_dir)
+        rec = Record(self.mount_id, self._seq, time.time(), op, tuple(keys), is_dir, attrs=attrs)
         for shard in sorted({shard_of(k, self.config.shards) for k in keys} or {0}):
             queue = self._pending.setdefault(shard, [])
             queue.append(rec)
