@@ -22,8 +22,8 @@ def test_versions_page_by_page_match_boto3(rgw: LocalRGW, versioned_bucket: str,
         pages = [page async for page in zos.list_versions("d/", "/", max_keys=2)]
         whole = [page async for page in zos.list_versions("d/", None)]
         oldest = [v for p in whole for v in p.versions if v.key == "d/k" and not v.deleted][-1]
-        return {"pages": pages, "whole": whole, "oldest": bytes(await zos.get_version("d/k", oldest.version_id)),
-                "part": bytes(await zos.get_version("d/k", oldest.version_id, 1, 3))}
+        return {"pages": pages, "whole": whole, "oldest": bytes(await zos.get("d/k", version_id=oldest.version_id)),
+                "part": bytes(await zos.get("d/k", 1, 3, version_id=oldest.version_id))}
 
     out = run_client(client_config(rgw.endpoint, versioned_bucket), scenario)
     assert len(out["pages"]) >= 3  # max_keys=2 made it page

@@ -42,6 +42,15 @@ def wait_fed(m: ZosfsMount, nbytes: int) -> dict[str, Any]:
     return m.stats()
 
 
+def read_back(m: ZosfsMount, name: str, data: bytes | bytearray) -> int:
+    """Read `name` through the mount with the page cache dropped and check
+    its bytes: how many bytes of GETs that read cost."""
+    before = get_bytes(m)
+    drop_page_cache()
+    assert read_all(m.path / name) == data, f"{name} read back wrong"
+    return get_bytes(m) - before
+
+
 def test_a_file_written_is_read_back_without_a_get_also_after_a_remount(
         bucket: str, s3: Any, make_mount, tmp_path: Path) -> None:
     cache = tmp_path / "dc"
@@ -52,24 +61,18 @@ def test_a_file_written_is_read_back_without_a_get_also_after_a_remount(
     stats = wait_fed(m, len(data))
     assert stats["cache"]["from_writes"]["stored_bytes"] == len(data)
     assert {p.name.split(".")[1] for p in block_files(cache)} == {etag}, "blocks not filed under the object's ETag"
-    drop_page_cache()
-    assert read_all(m.path / "w.bin") == data
-    assert get_bytes(m) == 0, "reading back what was just written fetched it"
+    assert read_back(m, "w.bin", data) == 0, "reading back what was just written fetched it"
     assert m.unmount() == 0
 
     again = make_mount(bucket, options=options(cache))
-    drop_page_cache()
-    assert read_all(again.path / "w.bin") == data
-    assert get_bytes(again) == 0, "reading back what was written before the remount fetched it"
+    assert read_back(again, "w.bin", data) == 0, "reading back what was written before the remount fetched it"
     assert again.stats()["disk_cache"]["bytes_served"] >= len(data)
 
     # Replaced by another client: the new bytes, none of the cached ones.
     new = random.Random(12).randbytes(20 * MiB + 4321)
     s3.put_object(Bucket=bucket, Key="w.bin", Body=new)
-    drop_page_cache()
     time.sleep(ATTR_TIMEOUT + 0.5)
-    assert read_all(again.path / "w.bin") == new
-    assert get_bytes(again) == len(new)
+    assert read_back(again, "w.bin", new) == len(new), "the new bytes were not all fetched"
 
 
 def test_an_appended_file_is_read_whole_without_a_get(bucket: str, s3: Any, make_mount, tmp_path: Path) -> None:
@@ -87,15 +90,11 @@ def test_an_appended_file_is_read_whole_without_a_get(bucket: str, s3: Any, make
     assert head["ContentLength"] == len(data)
     wait_fed(m, len(data))
     assert {p.name.split(".")[1] for p in block_files(cache)} == {head["ETag"].strip('"')}
-    drop_page_cache()
-    assert read_all(m.path / "log") == data
-    assert get_bytes(m) == 0, "reading an appended file back fetched some of it"
+    assert read_back(m, "log", data) == 0, "reading an appended file back fetched some of it"
     assert m.unmount() == 0
 
     again = make_mount(bucket, options=options(cache))
-    drop_page_cache()
-    assert read_all(again.path / "log") == data
-    assert get_bytes(again) == 0
+    assert read_back(again, "log", data) == 0
 
 
 def test_a_file_rewritten_in_place_is_read_back_without_a_get(bucket: str, s3: Any, make_mount, tmp_path: Path) -> None:
@@ -115,10 +114,7 @@ def test_a_file_rewritten_in_place_is_read_back_without_a_get(bucket: str, s3: A
     wait_fed(m, 2 * len(data))
     # (The old version's blocks are dropped: no one reads them any more.)
     assert {p.name.split(".")[1] for p in block_files(cache)} == {head["ETag"].strip('"')}
-    before = get_bytes(m)  # (the rewrite fetched the unchanged bytes to upload them)
-    drop_page_cache()
-    assert read_all(m.path / "r.bin") == data
-    assert get_bytes(m) == before, "reading back a rewritten file fetched it"
+    assert read_back(m, "r.bin", data) == 0, "reading back a rewritten file fetched it"
 
 
 def test_a_new_file_sent_by_multipart_is_read_back_without_a_get(bucket: str, s3: Any, make_mount,
@@ -137,10 +133,7 @@ def test_a_new_file_sent_by_multipart_is_read_back_without_a_get(bucket: str, s3
         head["ResponseMetadata"]["HTTPHeaders"]["x-rgw-object-type"] != "Appendable"
     wait_fed(m, len(data))
     assert {p.name.split(".")[1] for p in block_files(cache)} == {head["ETag"].strip('"')}
-    before = get_bytes(m)
-    drop_page_cache()
-    assert read_all(m.path / "big.bin") == data
-    assert get_bytes(m) == before, "reading back a file sent by multipart upload fetched some of it"
+    assert read_back(m, "big.bin", data) == 0, "reading back a file sent by multipart upload fetched some of it"
 
 
 def test_a_file_stored_by_put_is_read_back_without_a_get(versioned_bucket: str, s3: Any, make_mount,
@@ -154,9 +147,7 @@ def test_a_file_stored_by_put_is_read_back_without_a_get(versioned_bucket: str, 
     assert "-" not in head["ETag"]
     wait_fed(m, len(data))
     assert {p.name.split(".")[1] for p in block_files(cache)} == {head["ETag"].strip('"')}
-    drop_page_cache()
-    assert read_all(m.path / "p.bin") == data
-    assert get_bytes(m) == 0, "reading back a file stored by PUT fetched it"
+    assert read_back(m, "p.bin", data) == 0, "reading back a file stored by PUT fetched it"
 
 
 def test_only_a_files_first_cache_writes_bytes_are_copied(bucket: str, s3: Any, make_mount, tmp_path: Path) -> None:
@@ -168,6 +159,4 @@ def test_only_a_files_first_cache_writes_bytes_are_copied(bucket: str, s3: Any, 
     write_file(m.path / "bulk.bin", data)
     stats = wait_fed(m, 8 * MiB)
     assert stats["cache"]["from_writes"]["stored_bytes"] == 8 * MiB, stats["cache"]["from_writes"]
-    drop_page_cache()
-    assert read_all(m.path / "bulk.bin") == data
-    assert get_bytes(m) == len(data) - 8 * MiB, "the first 8 MiB were not served from the cache"
+    assert read_back(m, "bulk.bin", data) == len(data) - 8 * MiB, "the first 8 MiB were not served from the cache"

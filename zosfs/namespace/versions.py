@@ -102,4 +102,4 @@ class VersionsView(View):
     async def read(self, node: VNode, held: Any, off: int, size: int) -> bytes | bytearray | memoryview:
         if node.data.get("deleted") or off >= node.size:
             return b""
-        return await self.zos.get_version(node.data["key"], node.data["version_id"], off, min(off + size, node.size))
+        return await self.zos.get(node.data["key"], off, min(off + size, node.size), version_id=node.data["version_id"])

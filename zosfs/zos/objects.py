@@ -59,12 +59,14 @@ class ObjectRequests(ClientCore):
         *,
         if_match: str | None = None,
         into: bytearray | memoryview | None = None,
+        version_id: str | None = None,
     ) -> bytes | bytearray | memoryview:
         """Bytes [start, end) of an object (end None: to the end).
 
         With `if_match` the read fails with ESTALE if the object's ETag has
         changed, so that a reader never mixes two versions of an object.
         With `into`, the bytes land in that buffer without another copy.
+        With `version_id`, of that version of the object (a versioned bucket).
         """
         headers: dict[str, str] = {}
         if end is not None and end <= start:
@@ -74,7 +76,8 @@ class ObjectRequests(ClientCore):
             headers["range"] = wanted
         if if_match:
             headers["if-match"] = f'"{if_match}"'
-        resp = await self._request("GetObject", "GET", key, headers=headers, into=into)
+        query = {"versionId": version_id} if version_id else None
+        resp = await self._request("GetObject", "GET", key, query=query, headers=headers, into=into)
         return resp.body
 
     async def head_if_changed(self, key: str, etag: str | None) -> ObjectInfo | None:

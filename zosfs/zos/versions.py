@@ -112,16 +112,3 @@ class VersionRequests(ObjectRequests):
                 query["version-id-marker"] = page.next_version_marker
             else:
                 query.pop("version-id-marker", None)
-
-    async def get_version(
-        self, key: str, version_id: str, start: int = 0, end: int | None = None
-    ) -> bytes | bytearray | memoryview:
-        """Bytes [start, end) of one version of an object (end None: to the end)."""
-        headers: dict[str, str] = {}
-        if end is not None and end <= start:
-            return b""
-        wanted = wire.byte_range(start, end)
-        if wanted:
-            headers["range"] = wanted
-        resp = await self._request("GetObject", "GET", key, query={"versionId": version_id}, headers=headers)
-        return resp.body
