@@ -16,6 +16,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,24 @@ def machine(versions: dict[str, str]) -> dict[str, Any]:
         "ceph": ceph.replace("ceph version ", ""),
         **versions,
     }
+
+
+def disk_read(directory: Path, size: int) -> float | None:
+    """MiB/s of reading `size` bytes of a file on `directory`'s disk with
+    O_DIRECT (written first, deleted after): the ceiling of any read served
+    from a cache on that disk, against which the remount row is judged."""
+    path = directory / "disk-read-probe.bin"
+    count = max(1, size // (8 * MiB))
+    try:
+        subprocess.run(["dd", "if=/dev/urandom", f"of={path}", "bs=8M", f"count={count}", "oflag=direct"],
+                       check=True, capture_output=True)
+        t0 = time.monotonic()
+        subprocess.run(["dd", f"if={path}", "of=/dev/null", "bs=8M", "iflag=direct"], check=True, capture_output=True)
+        return count * 8 / (time.monotonic() - t0)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def loadavg() -> str:
@@ -166,6 +185,8 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     measured = warm / cold if warm and cold and best else None
     text = (f"{fmt(warm / cold)} x own cold read ({fmt(warm)} vs {fmt(cold)} MiB/s), {fmt(warm / peers[best])} x "
             f"{best} ({fmt(peers[best])} MiB/s)" if measured else "")
+    if measured and results.get("disk_read"):
+        text += f"; the disk itself reads {fmt(results['disk_read'])} MiB/s ({fmt(results['disk_read'] / cold)} x own cold)"
     row(f"read after a remount (warm on disk) >= {REMOUNT_VS_COLD:g} x own cold read and >= {REMOUNT_VS_PEERS:g} x "
         "the better peer", measured, text,
         warm >= REMOUNT_VS_COLD * cold and warm >= REMOUNT_VS_PEERS * peers[best] if measured and best and warm and cold
@@ -187,7 +208,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"{m['cpu_model']} x {m['cpus']} CPUs, {m['ram_gib']} GiB RAM, Linux {m['kernel']}, Debian {m['debian']}; "
         f"Ceph {m['ceph']} (local RGW, one bluestore OSD on a file, on the same machine); Python {m['python']}; "
         + "; ".join(f"{name} {results['contenders'][name]['version']}" for name in names)
-        + f". Load average {results['load_before']} before, {results['load_after']} after.",
+        + f". Load average {results['load_before']} before, {results['load_after']} after."
+        + (f" The disk under the work directory (and every contender's cache) reads {results['disk_read']:.0f} MiB/s"
+           " (1 GiB with O_DIRECT, dd)." if results.get("disk_read") else ""),
         "",
         "Each cell: median [min–max] (n = values measured). Ratio columns: zosfs's median divided by the "
         "other's, in the row's unit (MiB/s, files/s, reads/s: higher is better; s, ms: lower is better).",

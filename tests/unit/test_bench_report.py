@@ -74,3 +74,12 @@ def test_the_read_after_a_remount_must_beat_its_own_cold_read_and_the_better_pee
     assert fallback[target] == "met"
     no_peer = verdicts(results({"seq_read_remount_cold": {"zosfs": 200.0}, "seq_read_remount": {"zosfs": 900.0}}))
     assert no_peer[target] == "?"
+
+
+def test_the_remount_target_names_the_disk_s_own_read_speed() -> None:
+    """3 x the cold read can exceed what the disk under the cache reads at all:
+    the report says how fast that disk is, measured in the same run."""
+    res = results({"seq_read_remount_cold": {"zosfs": 600.0}, "seq_read_remount": {"zosfs": 1300.0, "s3fs": 600.0}})
+    res["disk_read"] = 1500.0
+    (text,) = [text for target, text, _ in targets(res) if target.startswith("read after a remount")]
+    assert "the disk itself reads 1,500 MiB/s (2.50 x own cold)" in text
