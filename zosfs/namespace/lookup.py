@@ -342,6 +342,8 @@ class Lookups:
             ns.readdir.prefetch_siblings(parent, inode.name)
         info = await ns.head(key)
         ns.revalidations["checked"] += 1
+        if info is not None and inode.meta_known and inode.etag == info.etag and inode.fresh() and not inode.gone:
+            return inode  # a metadata prefetch took this same answer while we waited for it
         if info is None:
             ns.revalidations["gone"] += 1
             parent = self.table.get(inode.parent)
@@ -352,8 +354,9 @@ class Lookups:
         if info.etag != inode.etag:
             ns.revalidations["changed"] += 1
         legacy = is_legacy_dir(info.metadata, info.content_type, info.size)  # (then ESTALE: a directory)
-        self.same_kind(inode, key, ns.decode(info.metadata, legacy, info.last_modified))
-        ns.apply_info(inode, info)
+        attrs = ns.decode(info.metadata, legacy, info.last_modified)
+        self.same_kind(inode, key, attrs)
+        ns.apply_info(inode, info, attrs)
         return inode
 
     def same_kind(self, inode: Inode, key: str, attrs: Attrs) -> None:

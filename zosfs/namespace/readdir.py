@@ -219,6 +219,7 @@ class Readdir:
         inode = self.table.child(parent, name)
         if inode is None or inode.gone or inode.is_dir or inode.writer is not None or inode.fresh():
             return
-        if self.ns.decode(info.metadata, False, info.last_modified).kind != inode.attrs.kind:
+        attrs = self.ns.decode(info.metadata, False, info.last_modified)
+        if attrs.kind != inode.attrs.kind:
             return
-        self.ns.apply_info(inode, info)
+        self.ns.apply_info(inode, info, attrs)

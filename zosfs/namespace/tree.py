@@ -156,8 +156,9 @@ class Namespace:
         """Attributes from an object's metadata, with the mount's defaults."""
         return decode(metadata, is_dir=is_dir, last_modified=last_modified, defaults=self.defaults)
 
-    def apply_info(self, inode: Inode, info: ObjectInfo) -> None:
-        """Take an object's HEAD into an inode (size, ETag, metadata, attributes)."""
+    def apply_info(self, inode: Inode, info: ObjectInfo, attrs: Attrs | None = None) -> None:
+        """Take an object's HEAD into an inode (size, ETag, metadata, attributes).
+        `attrs`: what `decode` made of this HEAD already (a kind check), if so."""
         if inode.writer is None:
             inode.size = info.size
         inode.etag = info.etag
@@ -168,7 +169,7 @@ class Namespace:
         inode.storage_class = info.storage_class
         inode.appendable = info.appendable
         inode.last_modified = info.last_modified
-        inode.attrs = self.decode(info.metadata, inode.is_dir, info.last_modified)
+        inode.attrs = attrs if attrs is not None else self.decode(info.metadata, inode.is_dir, info.last_modified)
         if info.tag_count == 0:
             inode.tags = {}
         inode.fresh_until = self.refresh_deadline()
