@@ -1,4 +1,4 @@
-"""The disk tier in-process: cap, LRU order, rebuild by scan, checksums, renames, lock."""
+"""The disk tier in-process: cap, LRU order, rebuild by scan, checksums, renames, lock, write-behind."""
 
 from __future__ import annotations
 
@@ -10,9 +10,13 @@ from pathlib import Path
 import pytest
 import trio
 
+from zosfs.data.cache import disk as disk_module
 from zosfs.data.cache.disk import CacheLocked, DiskCache, open_disk_cache
+from zosfs.data.cache.memory import MemoryCache
+from zosfs.data.cache.multilevel import MultiLevelCache
 
 KiB = 1024
+MiB = 1024 * KiB
 MD5 = "0123456789abcdef0123456789abcdef"
 
 
@@ -171,3 +175,39 @@ def test_direct_and_buffered_writes_make_the_same_files(tmp_path: Path, direct: 
     again.scan()
     assert all(again.contains(("key", MD5, n)) for n in blocks)
     again.close()
+
+
+def test_blocks_arriving_faster_than_the_disk_writes_are_all_queued_within_the_write_behind_bound(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block memory still holds costs the disk queue nothing, so every one
+    is queued however far behind the writer is; blocks memory evicts before
+    the writer gets to them are still written up to WRITE_BEHIND bytes, and
+    only those past it are skipped (the memory the queue holds alone stays
+    bounded)."""
+    monkeypatch.setattr(disk_module, "WRITE_BEHIND", 3 * MiB)
+    disk = DiskCache(str(tmp_path), 64 * MiB, "ns")
+    disk.scan()
+    memory = MemoryCache(4 * MiB)
+    both = MultiLevelCache(memory, disk)
+    blocks = {n: random.Random(n).randbytes(MiB) for n in range(12)}
+    alone_peak = 0
+
+    async def main() -> list[bytes | None]:
+        nonlocal alone_peak
+        for n, data in blocks.items():  # (the writer is not running yet: as far behind as can be)
+            both.put(("k", MD5, n), mapped(data))
+            alone_peak = max(alone_peak, disk._alone())
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(disk.run)
+            await disk.drain()
+            nursery.cancel_scope.cancel()
+        return [await read_block(disk, ("k", MD5, n)) for n in blocks]
+
+    got = trio.run(main)
+    on_disk = [n for n in blocks if got[n] is not None]
+    assert all(got[n] == blocks[n] for n in on_disk)
+    assert set(range(8, 12)) <= set(on_disk), "the blocks memory held were not all written"
+    assert len(on_disk) == 4 + 3 and disk.skipped == 12 - 7
+    assert disk.bytes_written == 7 * MiB
+    assert alone_peak <= 3 * MiB
+    disk.close()

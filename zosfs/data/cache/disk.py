@@ -16,6 +16,13 @@ so the files never exceed the cap, however many readers fill it at once.
 All file changes (writes, unlinks, renames) go through one queue served by
 one worker task, in batches, in a thread; reads of blocks run in threads.
 A lock file makes one mount at a time own the directory.
+
+Fetching never waits for the disk. A block queued for writing costs no
+memory of its own while the memory tier still holds its buffer (`held`), so
+every fetched block is queued, however far the writer is behind; only the
+buffers the disk queue alone keeps (memory evicted them before the writer
+got to them, or the write path's blocks) are bounded, by WRITE_BEHIND bytes:
+past that, a block memory evicts is dropped from the queue (`skipped`).
 """
 
 from __future__ import annotations
@@ -42,12 +49,24 @@ ALLOC = 4096  # what a file costs on disk is rounded up to this (what du counts)
 SLACK = 64 * 1024  # room kept for the directory itself and the lock file
 DEFAULT_FRACTION = 0.10  # of the free space, when no cap is given
 DEFAULT_CEILING = 16 * 1024**3
-PENDING_WRITES = 2  # blocks queued for writing at most (their memory is beyond the memory budget)
+MiB = 1024 * 1024
+WRITE_BEHIND = 32 * MiB  # bytes of queued blocks only the disk queue holds (beyond the memory budget)
+MAX_QUEUED_WRITES = 256  # blocks queued at most (each held by memory, or within WRITE_BEHIND)
+BATCH_BYTES = 32 * MiB  # block bytes one batch of the worker writes at most (at least one block)
 WRITABLE_WAIT = 5.0  # seconds a fetch waits for the disk to catch up before its block skips the disk
 ETAG_RE = re.compile(r"[0-9a-f]{32}(-[0-9]+)?")
 NAME_RE = re.compile(r"([0-9a-f]{40})\.([0-9a-f]{32}(?:-[0-9]+)?)\.([0-9]+)\.blk")
 
 Entry = tuple[str, str, int]  # key hash, ETag, block index
+
+
+class _Write:
+    """A block queued for writing (mutable: a queued write can be dropped)."""
+
+    __slots__ = ("entry", "bid", "name", "data", "low")
+
+    def __init__(self, entry: Entry, bid: BlockId, name: bytes, data: Block, low: bool) -> None:
+        self.entry, self.bid, self.name, self.data, self.low = entry, bid, name, data, low
 
 
 class CacheLocked(Exception):
@@ -91,12 +110,15 @@ class DiskCache(DataCache):
         self._wake = trio.Event()
         self._idle = trio.Event()
         self._idle.set()
-        self._pending_writes = 0
+        self._queued: dict[_Write, None] = {}  # writes not yet taken by the worker, in order
+        self._writing: list[_Write] = []  # the worker's current batch
         self._written = trio.Event()  # set whenever queued writes were done
         self._unsettled: collections.Counter[Entry] = collections.Counter()  # entries whose file is not in place yet
         self._readers = trio.CapacityLimiter(4)
         self._files = BlockWriter(directory)
-        self.on_room: Callable[[], None] = lambda: None  # called when queued writes were done
+        # Whether the memory tier holds this very buffer for this block
+        # (then a queued write of it costs no memory of its own).
+        self.held: Callable[[BlockId, Block], bool] = lambda bid, data: False
         # Called with each written block's buffer, which the disk tier no
         # longer holds: the read path reuses it if no one else does.
         self.on_written: Callable[[Block], None] = lambda data: None
@@ -215,7 +237,12 @@ class DiskCache(DataCache):
             buf = self.buffer_for(length)
             data, problem = await trio.to_thread.run_sync(self._read, entry, self._name(bid[0]), length, buf)
         if data is None:
-            if problem and entry in self._lru:
+            if not problem and entry in self._lru and entry not in self._unsettled:
+                # No such file (its write was dropped before a rename moved
+                # it): not held. (The unlink keeps files and index agreeing.)
+                self._unindex(entry)
+                self._queue("unlink", [entry])
+            elif problem and entry in self._lru:
                 log.warning("disk cache: dropped block %d of %r: %s; fetching it again", bid[2], bid[0], problem)
                 self.corrupt += 1
                 self._unindex(entry)
@@ -247,8 +274,9 @@ class DiskCache(DataCache):
             self._lru.move_to_end(entry)
             return
         charged = _charge(head_area(len(self._name(bid[0]))) + len(data))
-        if charged > self._cap - SLACK or self._pending_writes >= PENDING_WRITES:
-            self.skipped += 1  # too big, or the disk is behind: this block stays in memory only
+        if charged > self._cap - SLACK or len(self._queued) >= MAX_QUEUED_WRITES or (
+                not self.held(bid, data) and self._alone() >= WRITE_BEHIND):
+            self.skipped += 1  # too big, or the disk is far behind: this block stays in memory only
             return
         if known is not None:
             self._unindex(entry)  # replaced (the prefix of an appended object grew)
@@ -257,13 +285,40 @@ class DiskCache(DataCache):
         if victims:
             self._queue("unlink", victims)
         self._index(entry, len(data), charged)
-        self._pending_writes += 1
-        self._queue("write", (entry, self._name(bid[0]), data, low))
+        write = _Write(entry, bid, self._name(bid[0]), data, low)
+        self._queued[write] = None
+        self._queue("write", write)
+
+    def _alone(self) -> int:
+        """Bytes of queued and in-progress writes whose buffers only the
+        disk tier holds now (beyond the memory budget)."""
+        alone = sum(len(w.data) for w in self._writing if not self.held(w.bid, w.data))
+        return alone + sum(len(w.data) for w in self._queued if not self.held(w.bid, w.data))
+
+    def released(self, bid: BlockId, data: Block) -> None:
+        """The memory tier let go of `data` (block `bid`): if its write is
+        still queued and the disk queue holds too much alone, the block is
+        not written (dropped from the queue, its buffer freed)."""
+        for write in self._queued:
+            if write.data is data and write.bid == bid:
+                break
+        else:
+            return
+        if self._alone() <= WRITE_BEHIND:
+            return
+        del self._queued[write]
+        self._jobs.remove(("write", write))
+        self._unsettled.subtract([write.entry])
+        self._unsettled = +self._unsettled
+        if write.entry in self._lru and not any(w.entry == write.entry for w in (*self._queued, *self._writing)):
+            self._unindex(write.entry)  # (unless a newer write of this entry is on its way)
+        self.skipped += 1
+        self._written.set()  # (a `get` waiting for this entry's file finds it gone)
 
     @property
     def behind(self) -> bool:
-        """Whether a `put` now would be dropped because writes are queued up."""
-        return self._pending_writes >= PENDING_WRITES
+        """Whether a `put` of a block memory does not hold would be dropped now."""
+        return self._alone() >= WRITE_BEHIND or len(self._queued) >= MAX_QUEUED_WRITES
 
     def _settled_event(self) -> trio.Event:
         """Set when the worker finishes its current batch."""
@@ -273,7 +328,7 @@ class DiskCache(DataCache):
 
     async def wait_writable(self) -> None:
         with trio.move_on_after(WRITABLE_WAIT):
-            while self._pending_writes >= PENDING_WRITES:
+            while self.behind:
                 await self._settled_event().wait()
 
     def forget(self, key: str, etag: str | None = None) -> int:
@@ -346,23 +401,20 @@ class DiskCache(DataCache):
             await self._wake.wait()
             self._wake = trio.Event()
             while self._jobs:
-                batch = []
-                low = _low(self._jobs[0])  # (a batch is all of one priority; the order is kept)
-                while self._jobs and len(batch) < 16 and _low(self._jobs[0]) == low:
-                    batch.append(self._jobs.popleft())
+                batch = self._take()
+                low = _low(batch[0])
                 try:
                     apply = run_low(self._apply, batch) if low else trio.to_thread.run_sync(self._apply, batch)
                     written = await apply
                 finally:
                     self._settle(batch)
-                done = [what[2] for kind, what in batch if kind == "write"]
+                done = [what.data for kind, what in batch if kind == "write"]
                 del batch  # (its jobs hold the blocks' buffers: `on_written` may reuse them)
                 for entry, ok, nbytes in written:
                     if ok:
                         self.bytes_written += nbytes
                     elif entry in self._lru:
                         self._unindex(entry)  # the write failed (disk full?): no such block
-                self.on_room()  # (may queue more writes: this loop goes on with them)
                 while done:
                     self.on_written(done.pop())
             self._idle.set()
@@ -371,9 +423,27 @@ class DiskCache(DataCache):
         """Wait until every queued change is on disk."""
         await self._idle.wait()
 
+    def _take(self) -> list[tuple[str, Any]]:
+        """The next batch of queued jobs: all of one priority (the order is
+        kept), at most 16, and at most BATCH_BYTES of blocks (their buffers
+        are held until the batch is done) but at least one."""
+        batch: list[tuple[str, Any]] = []
+        low = _low(self._jobs[0])
+        nbytes = 0
+        while self._jobs and len(batch) < 16 and _low(self._jobs[0]) == low:
+            kind, what = self._jobs[0]
+            if kind == "write":
+                if batch and nbytes + len(what.data) > BATCH_BYTES:
+                    break
+                nbytes += len(what.data)
+                del self._queued[what]
+                self._writing.append(what)
+            batch.append(self._jobs.popleft())
+        return batch
+
     def _settle(self, batch: list[tuple[str, Any]]) -> None:
         """A batch was done (or failed): its writes no longer count as pending."""
-        self._pending_writes -= sum(1 for kind, _ in batch if kind == "write")
+        self._writing.clear()
         for kind, what in batch:
             self._unsettled.subtract(_touched(kind, what))
         self._unsettled = +self._unsettled  # (drops the zeros)
@@ -393,19 +463,18 @@ class DiskCache(DataCache):
                     except OSError:
                         pass  # gone: a read of it is a miss
             else:
-                entry, name, data, _ = what
-                written.append((entry, self._write(entry, name, data), len(data)))
+                written.append((what.entry, self._write(what.entry, what.name, what.data), len(what.data)))
         return written
 
 def _low(job: tuple[str, Any]) -> bool:
     """Whether a queued job is the write of a block for the low-priority thread."""
-    return job[0] == "write" and bool(job[1][3])
+    return job[0] == "write" and bool(job[1].low)
 
 
 def _touched(kind: str, what: Any) -> list[Entry]:
     """The entries whose files a queued job puts in place."""
     if kind == "write":
-        return [what[0]]
+        return [what.entry]
     if kind == "rename":
         return [new for _, new in what]
     return []
