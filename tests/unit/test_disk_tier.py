@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from zosfs.data.cache import disk as disk_module
+from zosfs.data.cache import diskqueue
 from zosfs.data.cache.disk import CacheLocked, DiskCache, open_disk_cache
 from zosfs.data.cache.memory import MemoryCache
 from zosfs.data.cache.multilevel import MultiLevelCache
@@ -184,7 +184,7 @@ def test_blocks_arriving_faster_than_the_disk_writes_are_all_queued_within_the_w
     the writer gets to them are still written up to WRITE_BEHIND bytes, and
     only those past it are skipped (the memory the queue holds alone stays
     bounded)."""
-    monkeypatch.setattr(disk_module, "WRITE_BEHIND", 3 * MiB)
+    monkeypatch.setattr(diskqueue, "WRITE_BEHIND", 3 * MiB)
     disk = DiskCache(str(tmp_path), 64 * MiB, "ns")
     disk.scan()
     memory = MemoryCache(4 * MiB)

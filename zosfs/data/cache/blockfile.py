@@ -33,6 +33,7 @@ import logging
 import mmap
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Callable
 
@@ -207,13 +208,14 @@ def unlink(path: str) -> None:
 
 
 class BlockWriter:
-    """Writes block files for one cache directory. Only the cache's one
-    worker thread writes at a time: the bounce buffer is not shared."""
+    """Writes block files for one cache directory, from any number of
+    threads (each has its own bounce buffer)."""
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
         self.direct = hasattr(os, "O_DIRECT")  # until the filesystem refuses it
-        self._bounce: mmap.mmap | None = None  # page-aligned
+        self._local = threading.local()  # .bounce: the thread's page-aligned buffer
+        self._bounces: list[mmap.mmap] = []
 
     def write(self, tmp: str, path: str, name: bytes, index: int, data: Block) -> bool:
         """Write block `index` of `name` as the file `path`, by way of `tmp`
@@ -246,9 +248,11 @@ class BlockWriter:
             self._no_direct(err)
             return False
         try:
-            if self._bounce is None:
-                self._bounce = mmap.mmap(-1, BOUNCE)
-            bounce, view = self._bounce, memoryview(data).cast("B")
+            bounce = getattr(self._local, "bounce", None)
+            if bounce is None:
+                bounce = self._local.bounce = mmap.mmap(-1, BOUNCE)
+                self._bounces.append(bounce)
+            view = memoryview(data).cast("B")
             try:
                 bounce[:len(head)] = head  # (a head area is at most a few pages: the name is bounded)
                 offset = len(view) - len(view) % ALIGN if isinstance(data, mmap.mmap) else 0
@@ -319,10 +323,10 @@ class BlockWriter:
         log.info("disk cache %s: no direct writes on this filesystem (%s); using buffered writes", self.directory, err)
 
     def close(self) -> None:
-        """Give back the bounce buffer."""
-        if self._bounce is not None:
-            self._bounce.close()
-            self._bounce = None
+        """Give back the bounce buffers."""
+        while self._bounces:
+            self._bounces.pop().close()
+        self._local = threading.local()
 
 
 

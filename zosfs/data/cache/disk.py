@@ -14,15 +14,9 @@ mtimes, which a hit touches). Only the trio thread changes the index; it
 reserves room (evicting least recently used blocks) before a write is queued,
 so the files never exceed the cap, however many readers fill it at once.
 All file changes (writes, unlinks, renames) go through one queue served by
-one worker task, in batches, in a thread; reads of blocks run in threads.
-A lock file makes one mount at a time own the directory.
-
-Fetching never waits for the disk. A block queued for writing costs no
-memory of its own while the memory tier still holds its buffer (`held`), so
-every fetched block is queued, however far the writer is behind; only the
-buffers the disk queue alone keeps (memory evicted them before the writer
-got to them, or the write path's blocks) are bounded, by WRITE_BEHIND bytes:
-past that, a block memory evicts is dropped from the queue (`skipped`).
+one worker task (diskqueue.py, which also bounds the memory the queue holds
+beyond the memory tier's); reads of blocks run in threads. A lock file makes
+one mount at a time own the directory.
 """
 
 from __future__ import annotations
@@ -41,7 +35,7 @@ import trio
 
 from zosfs.data.cache.base import Block, BlockId, DataCache
 from zosfs.data.cache.blockfile import BlockWriter, data_length, head_area, read_block, unlink
-from zosfs.lowprio import run_low
+from zosfs.data.cache.diskqueue import WRITABLE_WAIT, Entry, FileQueue, Write
 
 log = logging.getLogger(__name__)
 
@@ -49,24 +43,9 @@ ALLOC = 4096  # what a file costs on disk is rounded up to this (what du counts)
 SLACK = 64 * 1024  # room kept for the directory itself and the lock file
 DEFAULT_FRACTION = 0.10  # of the free space, when no cap is given
 DEFAULT_CEILING = 16 * 1024**3
-MiB = 1024 * 1024
-WRITE_BEHIND = 32 * MiB  # bytes of queued blocks only the disk queue holds (beyond the memory budget)
-MAX_QUEUED_WRITES = 256  # blocks queued at most (each held by memory, or within WRITE_BEHIND)
-BATCH_BYTES = 32 * MiB  # block bytes one batch of the worker writes at most (at least one block)
-WRITABLE_WAIT = 5.0  # seconds a fetch waits for the disk to catch up before its block skips the disk
 ETAG_RE = re.compile(r"[0-9a-f]{32}(-[0-9]+)?")
 NAME_RE = re.compile(r"([0-9a-f]{40})\.([0-9a-f]{32}(?:-[0-9]+)?)\.([0-9]+)\.blk")
 
-Entry = tuple[str, str, int]  # key hash, ETag, block index
-
-
-class _Write:
-    """A block queued for writing (mutable: a queued write can be dropped)."""
-
-    __slots__ = ("entry", "bid", "name", "data", "low")
-
-    def __init__(self, entry: Entry, bid: BlockId, name: bytes, data: Block, low: bool) -> None:
-        self.entry, self.bid, self.name, self.data, self.low = entry, bid, name, data, low
 
 
 class CacheLocked(Exception):
@@ -84,7 +63,7 @@ def _charge(nbytes: int) -> int:
     return -(-nbytes // ALLOC) * ALLOC
 
 
-class DiskCache(DataCache):
+class DiskCache(FileQueue, DataCache):
     """Blocks in files under `directory`, at most `cap` bytes of them
     (cap < 0: `default_cap`, decided by `scan`)."""
 
@@ -106,22 +85,9 @@ class DiskCache(DataCache):
         self._lru: collections.OrderedDict[Entry, tuple[int, int]] = collections.OrderedDict()
         self._by_key: dict[str, dict[str, set[int]]] = {}  # key hash -> ETag -> block indexes
         self.used = 0  # bytes charged for indexed and queued blocks
-        self._jobs: collections.deque[tuple[str, Any]] = collections.deque()
-        self._wake = trio.Event()
-        self._idle = trio.Event()
-        self._idle.set()
-        self._queued: dict[_Write, None] = {}  # writes not yet taken by the worker, in order
-        self._writing: list[_Write] = []  # the worker's current batch
-        self._written = trio.Event()  # set whenever queued writes were done
-        self._unsettled: collections.Counter[Entry] = collections.Counter()  # entries whose file is not in place yet
+        self._init_queue()
         self._readers = trio.CapacityLimiter(4)
         self._files = BlockWriter(directory)
-        # Whether the memory tier holds this very buffer for this block
-        # (then a queued write of it costs no memory of its own).
-        self.held: Callable[[BlockId, Block], bool] = lambda bid, data: False
-        # Called with each written block's buffer, which the disk tier no
-        # longer holds: the read path reuses it if no one else does.
-        self.on_written: Callable[[Block], None] = lambda data: None
         # Gives (on the trio thread) a spare buffer of the length asked for,
         # or None: a read into it costs no allocation and no page faults.
         self.buffer_for: Callable[[int], bytearray | mmap.mmap | None] = lambda length: None
@@ -259,7 +225,8 @@ class DiskCache(DataCache):
         return read_block(self._path(entry), name, entry[2], length, buf)
 
     def _write(self, entry: Entry, name: bytes, data: Block) -> bool:
-        tmp = os.path.join(self.directory, f".tmp-{entry[0]}.{entry[2]}.{os.getpid()}")
+        # (One name per write under way: two run at once.)
+        tmp = os.path.join(self.directory, f".tmp-{entry[0]}.{entry[1]}.{entry[2]}.{os.getpid()}")
         return self._files.write(tmp, self._path(entry), name, entry[2], data)
 
     def put(self, bid: BlockId, data: Block, low: bool = False) -> None:
@@ -274,8 +241,7 @@ class DiskCache(DataCache):
             self._lru.move_to_end(entry)
             return
         charged = _charge(head_area(len(self._name(bid[0]))) + len(data))
-        if charged > self._cap - SLACK or len(self._queued) >= MAX_QUEUED_WRITES or (
-                not self.held(bid, data) and self._alone() >= WRITE_BEHIND):
+        if charged > self._cap - SLACK or self.queue_full(bid, data):
             self.skipped += 1  # too big, or the disk is far behind: this block stays in memory only
             return
         if known is not None:
@@ -285,51 +251,7 @@ class DiskCache(DataCache):
         if victims:
             self._queue("unlink", victims)
         self._index(entry, len(data), charged)
-        write = _Write(entry, bid, self._name(bid[0]), data, low)
-        self._queued[write] = None
-        self._queue("write", write)
-
-    def _alone(self) -> int:
-        """Bytes of queued and in-progress writes whose buffers only the
-        disk tier holds now (beyond the memory budget)."""
-        alone = sum(len(w.data) for w in self._writing if not self.held(w.bid, w.data))
-        return alone + sum(len(w.data) for w in self._queued if not self.held(w.bid, w.data))
-
-    def released(self, bid: BlockId, data: Block) -> None:
-        """The memory tier let go of `data` (block `bid`): if its write is
-        still queued and the disk queue holds too much alone, the block is
-        not written (dropped from the queue, its buffer freed)."""
-        for write in self._queued:
-            if write.data is data and write.bid == bid:
-                break
-        else:
-            return
-        if self._alone() <= WRITE_BEHIND:
-            return
-        del self._queued[write]
-        self._jobs.remove(("write", write))
-        self._unsettled.subtract([write.entry])
-        self._unsettled = +self._unsettled
-        if write.entry in self._lru and not any(w.entry == write.entry for w in (*self._queued, *self._writing)):
-            self._unindex(write.entry)  # (unless a newer write of this entry is on its way)
-        self.skipped += 1
-        self._written.set()  # (a `get` waiting for this entry's file finds it gone)
-
-    @property
-    def behind(self) -> bool:
-        """Whether a `put` of a block memory does not hold would be dropped now."""
-        return self._alone() >= WRITE_BEHIND or len(self._queued) >= MAX_QUEUED_WRITES
-
-    def _settled_event(self) -> trio.Event:
-        """Set when the worker finishes its current batch."""
-        if self._written.is_set():
-            self._written = trio.Event()
-        return self._written
-
-    async def wait_writable(self) -> None:
-        with trio.move_on_after(WRITABLE_WAIT):
-            while self.behind:
-                await self._settled_event().wait()
+        self._queue("write", Write(entry, bid, self._name(bid[0]), data, low))
 
     def forget(self, key: str, etag: str | None = None) -> int:
         khash = self._hash(key)
@@ -387,97 +309,17 @@ class DiskCache(DataCache):
             "evicted": self.evicted, "corrupt": self.corrupt, "skipped": self.skipped,
         }
 
-    # -- the worker -------------------------------------------------------------------
-
-    def _queue(self, kind: str, what: Any) -> None:
-        self._unsettled.update(_touched(kind, what))
-        self._jobs.append((kind, what))
-        self._idle = trio.Event() if self._idle.is_set() else self._idle
-        self._wake.set()
-
-    async def run(self) -> None:
-        """Apply queued file changes, in order, a batch per thread call."""
-        while True:
-            await self._wake.wait()
-            self._wake = trio.Event()
-            while self._jobs:
-                batch = self._take()
-                low = _low(batch[0])
+    def _apply(self, kind: str, what: Any) -> None:
+        """Do a queued unlink or rename (in a thread)."""
+        if kind == "unlink":
+            for entry in what:
+                unlink(self._path(entry))
+        else:
+            for old, new in what:
                 try:
-                    apply = run_low(self._apply, batch) if low else trio.to_thread.run_sync(self._apply, batch)
-                    written = await apply
-                finally:
-                    self._settle(batch)
-                done = [what.data for kind, what in batch if kind == "write"]
-                del batch  # (its jobs hold the blocks' buffers: `on_written` may reuse them)
-                for entry, ok, nbytes in written:
-                    if ok:
-                        self.bytes_written += nbytes
-                    elif entry in self._lru:
-                        self._unindex(entry)  # the write failed (disk full?): no such block
-                while done:
-                    self.on_written(done.pop())
-            self._idle.set()
-
-    async def drain(self) -> None:
-        """Wait until every queued change is on disk."""
-        await self._idle.wait()
-
-    def _take(self) -> list[tuple[str, Any]]:
-        """The next batch of queued jobs: all of one priority (the order is
-        kept), at most 16, and at most BATCH_BYTES of blocks (their buffers
-        are held until the batch is done) but at least one."""
-        batch: list[tuple[str, Any]] = []
-        low = _low(self._jobs[0])
-        nbytes = 0
-        while self._jobs and len(batch) < 16 and _low(self._jobs[0]) == low:
-            kind, what = self._jobs[0]
-            if kind == "write":
-                if batch and nbytes + len(what.data) > BATCH_BYTES:
-                    break
-                nbytes += len(what.data)
-                del self._queued[what]
-                self._writing.append(what)
-            batch.append(self._jobs.popleft())
-        return batch
-
-    def _settle(self, batch: list[tuple[str, Any]]) -> None:
-        """A batch was done (or failed): its writes no longer count as pending."""
-        self._writing.clear()
-        for kind, what in batch:
-            self._unsettled.subtract(_touched(kind, what))
-        self._unsettled = +self._unsettled  # (drops the zeros)
-        self._written.set()
-
-    def _apply(self, batch: list[tuple[str, Any]]) -> list[tuple[Entry, bool, int]]:
-        """Do a batch of queued file changes (in a thread)."""
-        written = []
-        for kind, what in batch:
-            if kind == "unlink":
-                for entry in what:
-                    unlink(self._path(entry))
-            elif kind == "rename":
-                for old, new in what:
-                    try:
-                        os.rename(self._path(old), self._path(new))
-                    except OSError:
-                        pass  # gone: a read of it is a miss
-            else:
-                written.append((what.entry, self._write(what.entry, what.name, what.data), len(what.data)))
-        return written
-
-def _low(job: tuple[str, Any]) -> bool:
-    """Whether a queued job is the write of a block for the low-priority thread."""
-    return job[0] == "write" and bool(job[1].low)
-
-
-def _touched(kind: str, what: Any) -> list[Entry]:
-    """The entries whose files a queued job puts in place."""
-    if kind == "write":
-        return [what.entry]
-    if kind == "rename":
-        return [new for _, new in what]
-    return []
+                    os.rename(self._path(old), self._path(new))
+                except OSError:
+                    pass  # gone: a read of it is a miss
 
 
 def open_disk_cache(directory: str, cap: int, namespace: str) -> tuple[DiskCache | None, str]:
