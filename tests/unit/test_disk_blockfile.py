@@ -32,7 +32,8 @@ def as_map(data: bytes) -> mmap.mmap:
     return m
 
 
-@pytest.fixture(params=[k for k in (XXH3, CRC32) if k in blockfile.CHECKSUMS], ids=lambda k: {XXH3: "xxh3", CRC32: "crc32"}[k])
+@pytest.fixture(params=[k for k in (XXH3, CRC32) if k in blockfile.CHECKSUMS],
+                ids=lambda k: {XXH3: "xxh3", CRC32: "crc32"}[k])
 def kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
     """Files written with each checksum kind this machine has."""
     monkeypatch.setattr(blockfile, "KIND", request.param)

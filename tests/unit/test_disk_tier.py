@@ -248,7 +248,8 @@ def test_files_and_index_agree_after_overlapping_writes_replacements_renames_and
         await c.drain()
 
     run(cache, storm)
-    held = {(k, e, n): length for k in ("k0", "k1", "k2") for e, blocks in cache.etags(k).items() for n, length in blocks}
+    held = {(k, e, n): length
+            for k in ("k0", "k1", "k2") for e, blocks in cache.etags(k).items() for n, length in blocks}
     assert set(held) <= alive and len(held) >= 3
     assert len(list(tmp_path.glob("*.blk"))) == cache.blocks == len(held)
     assert not list(tmp_path.glob(".tmp-*"))

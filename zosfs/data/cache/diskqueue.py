@@ -118,7 +118,8 @@ class FileQueue:
         self._jobs.remove(("write", write))
         self._unsettled.subtract([write.entry])
         self._unsettled = +self._unsettled
-        if write.entry in self._lru and not any(w.entry == write.entry for ws in (self._queued, self._writing) for w in ws):
+        newer = any(w.entry == write.entry for ws in (self._queued, self._writing) for w in ws)
+        if write.entry in self._lru and not newer:
             self._unindex(write.entry)  # (unless a newer write of this entry is on its way)
         self.skipped += 1
         self._written.set()  # (a `get` waiting for this entry's file finds it gone)
