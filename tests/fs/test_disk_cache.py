@@ -98,6 +98,30 @@ def test_a_file_read_once_is_read_again_after_unmount_and_after_sigkill_without_
     assert get_bytes(third) == 0, "a block on disk was fetched again after SIGKILL"
 
 
+def test_every_block_of_a_cold_read_far_larger_than_memory_ends_up_on_disk(
+        bucket: str, s3: Any, make_mount, tmp_path: Path) -> None:
+    """The read never waits for the disk, and still no block is left out:
+    those memory evicts before the disk wrote them are written from the
+    queue (24 MiB here, six times the memory cache, is within what the queue
+    may hold on its own), so a remount reads the whole file without a GET."""
+    cache = tmp_path / "dc"
+    data = random.Random(3).randbytes(24 * MiB)
+    s3.put_object(Bucket=bucket, Key="big.bin", Body=data)
+    first = make_mount(bucket, options=disk_options(cache))
+    drop_page_cache()
+    assert read_all(first.path / "big.bin") == data
+    wait_written(first, len(data))
+    stats = first.stats()["disk_cache"]
+    assert stats["skipped"] == 0 and stats["blocks"] == 24, stats
+    assert first.unmount() == 0
+
+    second = make_mount(bucket, options=disk_options(cache))
+    drop_page_cache()
+    assert read_all(second.path / "big.bin") == data
+    assert get_bytes(second) == 0, "a block of the cold read was not on disk after the remount"
+    assert second.stats()["disk_cache"]["bytes_served"] >= len(data)
+
+
 def test_a_replaced_object_is_never_served_from_its_old_blocks(bucket: str, s3: Any, make_mount, tmp_path: Path) -> None:
     cache = tmp_path / "dc"
     old = random.Random(3).randbytes(3 * MiB)

@@ -1,4 +1,4 @@
-"""The disk tier in-process: cap, LRU order, rebuild by scan, checksums, renames, lock."""
+"""The disk tier in-process: cap, LRU order, rebuild by scan, checksums, renames, lock, write-behind."""
 
 from __future__ import annotations
 
@@ -10,9 +10,13 @@ from pathlib import Path
 import pytest
 import trio
 
+from zosfs.data.cache import diskqueue
 from zosfs.data.cache.disk import CacheLocked, DiskCache, open_disk_cache
+from zosfs.data.cache.memory import MemoryCache
+from zosfs.data.cache.multilevel import MultiLevelCache
 
 KiB = 1024
+MiB = 1024 * KiB
 MD5 = "0123456789abcdef0123456789abcdef"
 
 
@@ -171,3 +175,87 @@ def test_direct_and_buffered_writes_make_the_same_files(tmp_path: Path, direct: 
     again.scan()
     assert all(again.contains(("key", MD5, n)) for n in blocks)
     again.close()
+
+
+def test_blocks_arriving_faster_than_the_disk_writes_are_all_queued_within_the_write_behind_bound(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block memory still holds costs the disk queue nothing, so every one
+    is queued however far behind the writer is; blocks memory evicts before
+    the writer gets to them are still written up to WRITE_BEHIND bytes, and
+    only those past it are skipped (the memory the queue holds alone stays
+    bounded)."""
+    monkeypatch.setattr(diskqueue, "WRITE_BEHIND", 3 * MiB)
+    disk = DiskCache(str(tmp_path), 64 * MiB, "ns")
+    disk.scan()
+    memory = MemoryCache(4 * MiB)
+    both = MultiLevelCache(memory, disk)
+    blocks = {n: random.Random(n).randbytes(MiB) for n in range(12)}
+    alone_peak = 0
+
+    async def main() -> list[bytes | None]:
+        nonlocal alone_peak
+        for n, data in blocks.items():  # (the writer is not running yet: as far behind as can be)
+            both.put(("k", MD5, n), mapped(data))
+            alone_peak = max(alone_peak, disk._alone())
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(disk.run)
+            await disk.drain()
+            nursery.cancel_scope.cancel()
+        return [await read_block(disk, ("k", MD5, n)) for n in blocks]
+
+    got = trio.run(main)
+    on_disk = [n for n in blocks if got[n] is not None]
+    assert all(got[n] == blocks[n] for n in on_disk)
+    assert set(range(8, 12)) <= set(on_disk), "the blocks memory held were not all written"
+    assert len(on_disk) == 4 + 3 and disk.skipped == 12 - 7
+    assert disk.bytes_written == 7 * MiB
+    assert alone_peak <= 3 * MiB
+    disk.close()
+
+
+def test_files_and_index_agree_after_overlapping_writes_replacements_renames_and_forgets(tmp_path: Path) -> None:
+    """Writes run two at once; whatever is queued meanwhile (a block written
+    again longer or shorter, renamed to a newer ETag, forgotten, evicted for
+    room), the files left are exactly the blocks the index holds, each with
+    the bytes and length the index says, and none of a forgotten version."""
+    cache = DiskCache(str(tmp_path), 6 * MiB, "ns")
+    cache.scan()
+    rng = random.Random(11)
+    newer = MD5[:-1] + "0-2"
+    base = {(f"k{k}", n): random.Random(100 * k + n).randbytes(MiB) for k in range(3) for n in range(6)}
+    alive: set[tuple[str, str, int]] = set()  # blocks put (or renamed) and not forgotten since
+
+    async def storm(c: DiskCache) -> None:
+        for step in range(300):
+            key, n = f"k{rng.randrange(3)}", rng.randrange(6)
+            action = rng.random()
+            if action < 0.7:  # (a block's bytes are its version's: a longer one extends a shorter one)
+                c.put((key, MD5, n), mapped(base[(key, n)][:rng.choice([MiB, MiB // 2 + 1, 4096, 100])]))
+                alive.add((key, MD5, n))
+            elif action < 0.85:
+                c.rename(key, MD5, newer)
+                alive.update({(k, newer, i) for k, e, i in alive if k == key and e == MD5})
+                alive.difference_update({b for b in alive if b[0] == key and b[1] == MD5})
+            else:
+                c.forget(key)
+                alive.difference_update({b for b in alive if b[0] == key})
+            if step % 7 == 0:
+                await trio.sleep(0)  # (let the worker start some of it meanwhile)
+        await c.drain()
+        for n in range(3):  # (and some blocks surely held at the end)
+            c.put(("k0", MD5, n), mapped(base[("k0", n)]))
+            alive.add(("k0", MD5, n))
+        await c.drain()
+
+    run(cache, storm)
+    held = {(k, e, n): length
+            for k in ("k0", "k1", "k2") for e, blocks in cache.etags(k).items() for n, length in blocks}
+    assert set(held) <= alive and len(held) >= 3
+    assert len(list(tmp_path.glob("*.blk"))) == cache.blocks == len(held)
+    assert not list(tmp_path.glob(".tmp-*"))
+
+    async def read_back(c: DiskCache) -> dict[tuple[str, str, int], bytes | None]:
+        return {b: await read_block(c, b) for b in sorted(held)}
+    assert run(cache, read_back) == {b: base[(b[0], b[2])][:held[b]] for b in sorted(held)}
+    assert cache.corrupt == 0 and cache.used <= 6 * MiB
+    cache.close()

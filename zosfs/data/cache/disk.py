@@ -14,8 +14,9 @@ mtimes, which a hit touches). Only the trio thread changes the index; it
 reserves room (evicting least recently used blocks) before a write is queued,
 so the files never exceed the cap, however many readers fill it at once.
 All file changes (writes, unlinks, renames) go through one queue served by
-one worker task, in batches, in a thread; reads of blocks run in threads.
-A lock file makes one mount at a time own the directory.
+one worker task (diskqueue.py, which also bounds the memory the queue holds
+beyond the memory tier's); reads of blocks run in threads. A lock file makes
+one mount at a time own the directory.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import trio
 
 from zosfs.data.cache.base import Block, BlockId, DataCache
 from zosfs.data.cache.blockfile import BlockWriter, data_length, head_area, read_block, unlink
-from zosfs.lowprio import run_low
+from zosfs.data.cache.diskqueue import WRITABLE_WAIT, Entry, FileQueue, Write
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,9 @@ ALLOC = 4096  # what a file costs on disk is rounded up to this (what du counts)
 SLACK = 64 * 1024  # room kept for the directory itself and the lock file
 DEFAULT_FRACTION = 0.10  # of the free space, when no cap is given
 DEFAULT_CEILING = 16 * 1024**3
-PENDING_WRITES = 2  # blocks queued for writing at most (their memory is beyond the memory budget)
-WRITABLE_WAIT = 5.0  # seconds a fetch waits for the disk to catch up before its block skips the disk
 ETAG_RE = re.compile(r"[0-9a-f]{32}(-[0-9]+)?")
 NAME_RE = re.compile(r"([0-9a-f]{40})\.([0-9a-f]{32}(?:-[0-9]+)?)\.([0-9]+)\.blk")
 
-Entry = tuple[str, str, int]  # key hash, ETag, block index
 
 
 class CacheLocked(Exception):
@@ -65,7 +63,7 @@ def _charge(nbytes: int) -> int:
     return -(-nbytes // ALLOC) * ALLOC
 
 
-class DiskCache(DataCache):
+class DiskCache(FileQueue, DataCache):
     """Blocks in files under `directory`, at most `cap` bytes of them
     (cap < 0: `default_cap`, decided by `scan`)."""
 
@@ -87,19 +85,9 @@ class DiskCache(DataCache):
         self._lru: collections.OrderedDict[Entry, tuple[int, int]] = collections.OrderedDict()
         self._by_key: dict[str, dict[str, set[int]]] = {}  # key hash -> ETag -> block indexes
         self.used = 0  # bytes charged for indexed and queued blocks
-        self._jobs: collections.deque[tuple[str, Any]] = collections.deque()
-        self._wake = trio.Event()
-        self._idle = trio.Event()
-        self._idle.set()
-        self._pending_writes = 0
-        self._written = trio.Event()  # set whenever queued writes were done
-        self._unsettled: collections.Counter[Entry] = collections.Counter()  # entries whose file is not in place yet
+        self._init_queue()
         self._readers = trio.CapacityLimiter(4)
         self._files = BlockWriter(directory)
-        self.on_room: Callable[[], None] = lambda: None  # called when queued writes were done
-        # Called with each written block's buffer, which the disk tier no
-        # longer holds: the read path reuses it if no one else does.
-        self.on_written: Callable[[Block], None] = lambda data: None
         # Gives (on the trio thread) a spare buffer of the length asked for,
         # or None: a read into it costs no allocation and no page faults.
         self.buffer_for: Callable[[int], bytearray | mmap.mmap | None] = lambda length: None
@@ -215,7 +203,12 @@ class DiskCache(DataCache):
             buf = self.buffer_for(length)
             data, problem = await trio.to_thread.run_sync(self._read, entry, self._name(bid[0]), length, buf)
         if data is None:
-            if problem and entry in self._lru:
+            if not problem and entry in self._lru and entry not in self._unsettled:
+                # No such file (its write was dropped before a rename moved
+                # it): not held. (The unlink keeps files and index agreeing.)
+                self._unindex(entry)
+                self._queue("unlink", [entry])
+            elif problem and entry in self._lru:
                 log.warning("disk cache: dropped block %d of %r: %s; fetching it again", bid[2], bid[0], problem)
                 self.corrupt += 1
                 self._unindex(entry)
@@ -232,7 +225,8 @@ class DiskCache(DataCache):
         return read_block(self._path(entry), name, entry[2], length, buf)
 
     def _write(self, entry: Entry, name: bytes, data: Block) -> bool:
-        tmp = os.path.join(self.directory, f".tmp-{entry[0]}.{entry[2]}.{os.getpid()}")
+        # (One name per write under way: two run at once.)
+        tmp = os.path.join(self.directory, f".tmp-{entry[0]}.{entry[1]}.{entry[2]}.{os.getpid()}")
         return self._files.write(tmp, self._path(entry), name, entry[2], data)
 
     def put(self, bid: BlockId, data: Block, low: bool = False) -> None:
@@ -247,8 +241,8 @@ class DiskCache(DataCache):
             self._lru.move_to_end(entry)
             return
         charged = _charge(head_area(len(self._name(bid[0]))) + len(data))
-        if charged > self._cap - SLACK or self._pending_writes >= PENDING_WRITES:
-            self.skipped += 1  # too big, or the disk is behind: this block stays in memory only
+        if charged > self._cap - SLACK or self.queue_full(bid, data):
+            self.skipped += 1  # too big, or the disk is far behind: this block stays in memory only
             return
         if known is not None:
             self._unindex(entry)  # replaced (the prefix of an appended object grew)
@@ -257,24 +251,7 @@ class DiskCache(DataCache):
         if victims:
             self._queue("unlink", victims)
         self._index(entry, len(data), charged)
-        self._pending_writes += 1
-        self._queue("write", (entry, self._name(bid[0]), data, low))
-
-    @property
-    def behind(self) -> bool:
-        """Whether a `put` now would be dropped because writes are queued up."""
-        return self._pending_writes >= PENDING_WRITES
-
-    def _settled_event(self) -> trio.Event:
-        """Set when the worker finishes its current batch."""
-        if self._written.is_set():
-            self._written = trio.Event()
-        return self._written
-
-    async def wait_writable(self) -> None:
-        with trio.move_on_after(WRITABLE_WAIT):
-            while self._pending_writes >= PENDING_WRITES:
-                await self._settled_event().wait()
+        self._queue("write", Write(entry, bid, self._name(bid[0]), data, low))
 
     def forget(self, key: str, etag: str | None = None) -> int:
         khash = self._hash(key)
@@ -332,83 +309,17 @@ class DiskCache(DataCache):
             "evicted": self.evicted, "corrupt": self.corrupt, "skipped": self.skipped,
         }
 
-    # -- the worker -------------------------------------------------------------------
-
-    def _queue(self, kind: str, what: Any) -> None:
-        self._unsettled.update(_touched(kind, what))
-        self._jobs.append((kind, what))
-        self._idle = trio.Event() if self._idle.is_set() else self._idle
-        self._wake.set()
-
-    async def run(self) -> None:
-        """Apply queued file changes, in order, a batch per thread call."""
-        while True:
-            await self._wake.wait()
-            self._wake = trio.Event()
-            while self._jobs:
-                batch = []
-                low = _low(self._jobs[0])  # (a batch is all of one priority; the order is kept)
-                while self._jobs and len(batch) < 16 and _low(self._jobs[0]) == low:
-                    batch.append(self._jobs.popleft())
+    def _apply(self, kind: str, what: Any) -> None:
+        """Do a queued unlink or rename (in a thread)."""
+        if kind == "unlink":
+            for entry in what:
+                unlink(self._path(entry))
+        else:
+            for old, new in what:
                 try:
-                    apply = run_low(self._apply, batch) if low else trio.to_thread.run_sync(self._apply, batch)
-                    written = await apply
-                finally:
-                    self._settle(batch)
-                done = [what[2] for kind, what in batch if kind == "write"]
-                del batch  # (its jobs hold the blocks' buffers: `on_written` may reuse them)
-                for entry, ok, nbytes in written:
-                    if ok:
-                        self.bytes_written += nbytes
-                    elif entry in self._lru:
-                        self._unindex(entry)  # the write failed (disk full?): no such block
-                self.on_room()  # (may queue more writes: this loop goes on with them)
-                while done:
-                    self.on_written(done.pop())
-            self._idle.set()
-
-    async def drain(self) -> None:
-        """Wait until every queued change is on disk."""
-        await self._idle.wait()
-
-    def _settle(self, batch: list[tuple[str, Any]]) -> None:
-        """A batch was done (or failed): its writes no longer count as pending."""
-        self._pending_writes -= sum(1 for kind, _ in batch if kind == "write")
-        for kind, what in batch:
-            self._unsettled.subtract(_touched(kind, what))
-        self._unsettled = +self._unsettled  # (drops the zeros)
-        self._written.set()
-
-    def _apply(self, batch: list[tuple[str, Any]]) -> list[tuple[Entry, bool, int]]:
-        """Do a batch of queued file changes (in a thread)."""
-        written = []
-        for kind, what in batch:
-            if kind == "unlink":
-                for entry in what:
-                    unlink(self._path(entry))
-            elif kind == "rename":
-                for old, new in what:
-                    try:
-                        os.rename(self._path(old), self._path(new))
-                    except OSError:
-                        pass  # gone: a read of it is a miss
-            else:
-                entry, name, data, _ = what
-                written.append((entry, self._write(entry, name, data), len(data)))
-        return written
-
-def _low(job: tuple[str, Any]) -> bool:
-    """Whether a queued job is the write of a block for the low-priority thread."""
-    return job[0] == "write" and bool(job[1][3])
-
-
-def _touched(kind: str, what: Any) -> list[Entry]:
-    """The entries whose files a queued job puts in place."""
-    if kind == "write":
-        return [what[0]]
-    if kind == "rename":
-        return [new for _, new in what]
-    return []
+                    os.rename(self._path(old), self._path(new))
+                except OSError:
+                    pass  # gone: a read of it is a miss
 
 
 def open_disk_cache(directory: str, cap: int, namespace: str) -> tuple[DiskCache | None, str]:

@@ -29,12 +29,16 @@ class MemoryCache(DataCache):
         # Least recently used first; `demote` moves a block to the front.
         self.blocks: collections.OrderedDict[BlockId, Block] = collections.OrderedDict()
         self._index: dict[str, dict[str, set[int]]] = {}  # key -> etag -> block indexes
+        # Told of each block evicted for room (before its buffer is recycled):
+        # the disk tier may still have it queued for writing.
+        self.on_evict: Callable[[BlockId, Block], None] = lambda bid, data: None
 
     def _make_room(self, nbytes: int) -> None:
         while self.blocks and self._used + self._reserved + nbytes > self._cap:
             bid, data = self.blocks.popitem(last=False)
             self._used -= len(data)
             self._unindex(bid)
+            self.on_evict(bid, data)
             self._recycle(data)  # (our `data` is the one reference the recycler is told of)
 
     def _pop(self, bid: BlockId) -> Block | None:

@@ -4,22 +4,19 @@ A block is looked up in memory, then on disk (a disk hit is copied into
 memory); a new block goes into both (to disk in the background). Forgetting
 and renaming apply to both tiers.
 
-Fetching never waits for the disk: while the disk tier is behind with its
-writes, new blocks are only noted, and written from memory when the disk has
-caught up (those evicted from memory meanwhile are not written: the disk
-cache is best effort, a read never pays for it).
+Fetching never waits for the disk: every new block is queued for the disk
+at once, and the disk tier bounds only what its queue holds that memory no
+longer does (disk.py: a block evicted from memory while far behind is not
+written; the disk cache is best effort, a read never pays for it).
 """
 
 from __future__ import annotations
 
-import collections
 from typing import Any
 
 from zosfs.data.cache.base import Block, BlockId, DataCache
 from zosfs.data.cache.disk import DiskCache
 from zosfs.data.cache.memory import MemoryCache
-
-MAX_DEFERRED = 1024  # blocks noted for a disk that is behind, at most
 
 
 class MultiLevelCache(DataCache):
@@ -28,9 +25,9 @@ class MultiLevelCache(DataCache):
     def __init__(self, memory: MemoryCache, disk: DataCache) -> None:
         self.memory = memory
         self.disk = disk
-        self._deferred: collections.OrderedDict[BlockId, None] = collections.OrderedDict()  # for the disk, later
         if isinstance(disk, DiskCache):
-            disk.on_room = self._write_deferred
+            disk.held = lambda bid, data: memory.blocks.get(bid) is data
+            memory.on_evict = disk.released
 
     def contains(self, bid: BlockId) -> bool:
         return self.memory.contains(bid) or self.disk.contains(bid)
@@ -48,26 +45,8 @@ class MultiLevelCache(DataCache):
         return data
 
     def put(self, bid: BlockId, data: Block) -> None:
-        self.memory.put(bid, data)
-        if isinstance(self.disk, DiskCache) and self.disk.behind:
-            self._deferred[bid] = None
-            self._deferred.move_to_end(bid)
-            if len(self._deferred) > MAX_DEFERRED:  # (memory holds far fewer blocks anyway)
-                self._deferred.popitem(last=False)
-                self.disk.skipped += 1
-        else:
-            self.disk.put(bid, data)
-
-    def _write_deferred(self) -> None:
-        """Queue for the disk the blocks noted while it was behind, oldest
-        first, as far as it takes them and memory still holds them."""
-        while self._deferred and not self.disk.behind:  # type: ignore[attr-defined]
-            bid, _ = self._deferred.popitem(last=False)
-            data = self.memory.blocks.get(bid)
-            if data is None:
-                self.disk.skipped += 1  # type: ignore[attr-defined]  (evicted before the disk had time)
-            else:
-                self.disk.put(bid, data)
+        self.memory.put(bid, data)  # (first: the disk tier asks whether memory holds it)
+        self.disk.put(bid, data)
 
     async def wait_writable(self) -> None:
         await self.disk.wait_writable()
