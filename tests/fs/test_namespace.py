@@ -457,7 +457,9 @@ def test_the_kernel_keeps_a_negative_answer_no_longer_than_zosfs(make_mount, buc
     s3.put_object(Bucket=bucket, Key="d/new", Body=b"new")
     data, took = read_when_there(d / "new", listed, bound=15)
     assert data == b"new"
-    assert took < 5.0, f"found {took:.2f} s after the listing, whose negative answers last 4 s"
+    # (Kept for the whole negative_timeout from the lookup, it would be found
+    # 6 s after the listing; 5.5 leaves room for a loaded machine.)
+    assert took < 5.5, f"found {took:.2f} s after the listing, whose negative answers last 4 s"
 
 
 def test_lookups_of_a_missing_name_within_negative_timeout_send_no_requests(make_mount, bucket: str, s3) -> None:
