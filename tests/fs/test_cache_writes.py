@@ -33,11 +33,13 @@ def write_file(path: Path, data: bytes, mode: str = "wb") -> None:
 
 
 def wait_fed(m: ZosfsMount, nbytes: int) -> dict[str, Any]:
-    """Until what was uploaded is in the cache, and on disk: the numbers."""
+    """Until what was uploaded is in the cache, and on disk (written, and
+    renamed to the object's ETag: no file change queued): the numbers."""
     def done() -> bool:
         s = m.stats()
-        fed = s["cache"]["from_writes"]
-        return fed["pending"] == 0 and fed["stored_bytes"] >= nbytes and s["disk_cache"]["bytes_written"] >= nbytes
+        fed, disk = s["cache"]["from_writes"], s["disk_cache"]
+        return (fed["pending"] == 0 and fed["stored_bytes"] >= nbytes and disk["bytes_written"] >= nbytes
+                and disk["queued"] == 0)
     assert wait_until(done, timeout=30), m.stats()["cache"]["from_writes"]
     return m.stats()
 

@@ -49,8 +49,12 @@ def block_files(directory: Path) -> list[Path]:
 
 
 def wait_written(m: ZosfsMount, nbytes: int) -> None:
-    """Until the daemon has written `nbytes` of blocks to its disk cache."""
-    assert wait_until(lambda: m.stats()["disk_cache"]["bytes_written"] >= nbytes, timeout=30), m.stats()["disk_cache"]
+    """Until the daemon has written `nbytes` of blocks to its disk cache, and
+    has no file change left to do."""
+    def written() -> bool:
+        dc = m.stats()["disk_cache"]
+        return dc["bytes_written"] >= nbytes and dc["queued"] == 0
+    assert wait_until(written, timeout=30), m.stats()["disk_cache"]
 
 
 def wait_settled(m: ZosfsMount, nbytes: int, block: int) -> None:
@@ -59,7 +63,7 @@ def wait_settled(m: ZosfsMount, nbytes: int, block: int) -> None:
     only: on a loaded machine, one of a burst may), with some written."""
     def settled() -> bool:
         dc = m.stats()["disk_cache"]
-        return dc["bytes_written"] > 0 and dc["bytes_written"] + dc["skipped"] * block >= nbytes
+        return dc["bytes_written"] > 0 and dc["bytes_written"] + dc["skipped"] * block >= nbytes and dc["queued"] == 0
     assert wait_until(settled, timeout=30), m.stats()["disk_cache"]
 
 

@@ -307,6 +307,9 @@ class DiskCache(FileQueue, DataCache):
             "hit_ratio": round(self.hits / lookups, 3) if lookups else None,
             "bytes_served": self.bytes_served, "bytes_written": self.bytes_written,
             "evicted": self.evicted, "corrupt": self.corrupt, "skipped": self.skipped,
+            # File changes (writes, renames, unlinks) not done yet: the files
+            # on disk lag the index by these.
+            "queued": len(self._jobs) + len(self._writing),
         }
 
     def _apply(self, kind: str, what: Any) -> None:
