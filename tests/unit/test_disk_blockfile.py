@@ -118,3 +118,23 @@ def test_filesystems_without_direct_reads_get_the_same_checks(tmp_path: Path, mo
     raw[-3] ^= 0x04
     path.write_bytes(bytes(raw))
     assert read_block(str(path), NAME, 1, len(data)) == (None, "checksum mismatch")
+
+
+def test_short_direct_writes_go_on_where_they_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A direct write that the kernel takes only in part (one page per call
+    here) still leaves the whole block file, which reads back intact."""
+    real = blockfile.os.pwritev
+    calls = []
+
+    def one_page(fd: int, buffers: list[memoryview], offset: int) -> int:
+        calls.append(offset)
+        return real(fd, [buffers[0][:4096]], offset)
+
+    monkeypatch.setattr(blockfile.os, "pwritev", one_page)
+    data = random.Random(5).randbytes(MiB + 4096)
+    path = tmp_path / "b.blk"
+    write_file(path, 3, as_map(data))
+    assert len(calls) > 2, "the direct path was not taken"
+    monkeypatch.undo()
+    got, problem = read_block(str(path), NAME, 3, len(data))
+    assert problem == "" and got is not None and bytes(got) == data

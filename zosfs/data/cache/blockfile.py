@@ -284,39 +284,27 @@ class BlockWriter:
     def _pwrite(fd: int, bounce: mmap.mmap, length: int, offset: int) -> None:
         with memoryview(bounce) as whole:
             with whole[:length] as piece:
-                BlockWriter._pwrite_view(fd, piece, offset)
+                BlockWriter._pwritev(fd, [piece], offset)
 
     @staticmethod
     def _pwritev(fd: int, pieces: list[memoryview], offset: int) -> None:
-        """Write page-aligned pieces one after the other from `offset` with O_DIRECT."""
-        try:
-            written = os.pwritev(fd, pieces, offset)
-        except OSError as err:
-            if err.errno == errno.EINVAL:
-                raise _NoDirect() from err
-            raise
-        if written <= 0 or written % ALIGN:
-            raise OSError(errno.EIO, f"short direct write ({written} bytes)")
-        for piece in pieces:  # (what a short write left, piece by piece)
-            if written < len(piece):
-                BlockWriter._pwrite_view(fd, piece[written:], offset + written)
-            written = max(0, written - len(piece))
-            offset += len(piece)
-
-    @staticmethod
-    def _pwrite_view(fd: int, piece: memoryview, offset: int) -> None:
-        """Write all of a page-aligned piece at `offset` with O_DIRECT."""
-        done = 0
-        while done < len(piece):
+        """Write all of the page-aligned pieces, one after the other from
+        `offset`, with O_DIRECT (a short write goes on where it stopped)."""
+        pieces = list(pieces)
+        while pieces:
             try:
-                written = os.pwrite(fd, piece[done:], offset + done)
+                written = os.pwritev(fd, pieces, offset)
             except OSError as err:
                 if err.errno == errno.EINVAL:
                     raise _NoDirect() from err
                 raise
             if written <= 0 or written % ALIGN:
-                raise OSError(errno.EIO, f"short direct write ({done + written} of {len(piece)} bytes)")
-            done += written
+                raise OSError(errno.EIO, f"short direct write ({written} bytes at {offset})")
+            offset += written
+            while pieces and written >= len(pieces[0]):
+                written -= len(pieces.pop(0))
+            if written:
+                pieces[0] = pieces[0][written:]
 
     def _no_direct(self, err: BaseException | None) -> None:
         self.direct = False
