@@ -183,6 +183,7 @@ class Mount:
                         nursery.start_soon(self._recover, zos, staging, leftovers)
                     if disk is not None:
                         nursery.start_soon(disk.run)
+                    nursery.start_soon(staging.run)
                     await pyfuse3.main()
                     unmounted_by_kernel = not self.stopping
                     deadline = self.stop_deadline or trio.current_time() + opts.flush_timeout
@@ -206,6 +207,7 @@ class Mount:
                     log.error("%d file(s) could not be uploaded before unmount; their data is in %s",
                               len(failed), staging.directory)
             finally:
+                staging.close()
                 metacache.close()
                 if self.feed_client is not None:
                     self.feed_client.close()

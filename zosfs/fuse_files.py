@@ -141,7 +141,8 @@ class FileOps:
         parent = self.ns.get(parent_ino)
         mode, gid = new_owner(parent.attrs, mode & ~ctx.umask, ctx.gid, is_dir=False)
         inode = await self.ns.create_file(parent, names.from_fuse(name), mode, ctx.uid, gid)
-        self.writes.writer(inode)
+        # (Made through O_APPEND, a log: by append upload, never by one PUT at close.)
+        self.writes.writer(inode).opened_for_append = bool(flags & os.O_APPEND)
         inode.lookups += 1
         return self._open_handle(inode, True), self.entry(inode)
 
@@ -175,7 +176,7 @@ class FileOps:
     async def flush(self, fh: int) -> None:
         if fh in self.view_files:
             return
-        await self.writes.flush(self.files[fh].inode)
+        await self.writes.flush(self.files[fh].inode, closing=True)
 
     @handler
     async def fsync(self, fh: int, datasync: bool) -> None:

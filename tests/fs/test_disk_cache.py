@@ -162,7 +162,8 @@ def test_a_growing_log_costs_only_its_new_bytes(bucket: str, s3: Any, make_mount
     reader = make_mount(bucket, options=disk_options(cache))
     rng = random.Random(6)
     content = rng.randbytes(2 * MiB + 1000)
-    (writer.path / "log").write_bytes(content)
+    with open(writer.path / "log", "ab") as f:  # (a log: made through O_APPEND, by append upload)
+        f.write(content)
     assert s3.head_object(Bucket=bucket, Key="log")["ContentLength"] == len(content)
     time.sleep(ATTR_TIMEOUT + 0.5)
     assert read_all(reader.path / "log") == content

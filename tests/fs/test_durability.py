@@ -20,7 +20,7 @@ import pytest
 import trio
 
 from tests.support.faultproxy import FaultProxy, Rule
-from tests.support.mount import ZosfsMount
+from tests.support.mount import ZosfsMount, staging_files
 from tests.support.objects import get, pattern
 from tests.support.rgw import MAIN_USER
 from zosfs.zos import ClientConfig, WriteOptions, ZosClient
@@ -239,7 +239,7 @@ def test_data_of_a_killed_daemon_is_found_by_the_next_mount(bucket: str, s3, pro
     assert "recovered 'unsaved'" in m2.log_text()
     assert s3.get_object(Bucket=bucket, Key="unsaved")["Body"].read() == data
     assert (m2.path / "unsaved").read_bytes() == data
-    assert not [p for p in staging.rglob("*.data")]
+    assert not [p for p in staging_files(staging) if p.suffix == ".data"]
 
 
 def test_a_killed_daemons_partly_appended_file_is_completed_by_the_next_mount(
@@ -256,7 +256,7 @@ def test_a_killed_daemons_partly_appended_file_is_completed_by_the_next_mount(
     os.fsync(f.fileno())
     proxy.add_rule(Rule(op=UPLOADS, stall=True))
     f.write(data[3 * MiB :])
-    [journal] = staging.rglob("*.json")
+    [journal] = [p for p in staging_files(staging) if p.suffix == ".json"]
     assert json.loads(journal.read_text())["appended"] == 3 * MiB
     m.kill(f)
     proxy.clear_rules()
@@ -264,7 +264,7 @@ def test_a_killed_daemons_partly_appended_file_is_completed_by_the_next_mount(
     wait_recovered(m2)
     assert "recovered 'half'" in m2.log_text()
     assert get(s3, bucket, "half") == data
-    assert not list(staging.rglob("*.data"))
+    assert not [p for p in staging_files(staging) if p.suffix == ".data"]
 
 
 def test_a_killed_daemons_partly_appended_file_is_kept_if_the_object_was_replaced(
@@ -425,7 +425,7 @@ def test_a_killed_daemons_large_file_whose_parts_left_staging_is_completed_by_th
     m.kill(f)
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
     recovered_by_the_next_mount(make_mount, s3, bucket, proxy, options, "large", data)
-    assert not list(staging.rglob("*.data")) and not list(staging.rglob("*.parts"))
+    assert not [p for p in staging_files(staging) if p.suffix == ".data"] and not list(staging.rglob("*.parts"))
 
 
 def test_recovery_when_the_object_grew_by_a_late_append_over_freed_parts(bucket: str, s3, rgw, tmp_path,
@@ -514,3 +514,37 @@ def test_a_killed_daemons_large_file_completed_for_a_read_is_completed_by_the_ne
     m.kill(f)
     proxy.clear_rules()
     recovered_by_the_next_mount(make_mount, s3, bucket, proxy, options, "grown", data)
+
+
+def test_spare_staging_files_never_outlive_a_mount(bucket: str, s3, tmp_path, make_mount) -> None:
+    """The staging files a mount makes ahead (spares) are removed at unmount,
+    and after a SIGKILL by the next mount's recovery, which takes them for
+    nothing to recover: nothing moves to the recovery folder, nothing is
+    uploaded, and the log has no error."""
+    staging = tmp_path / "staging"
+    options = {"staging_dir": str(staging)}
+    m = make_mount(bucket, options=options, check_log=False)
+    (m.path / "a").write_bytes(b"one")
+    # (the spares are there: the checks below see them go)
+    assert wait_for_true(lambda: len(list(staging.rglob("*.json"))) >= 4), sorted(staging.rglob("*"))
+    assert wait_for_true(lambda: staging_files(staging) == [])  # (they hold nothing; a's files go soon)
+    m.kill()
+    m2 = make_mount(bucket, options=options)
+    wait_recovered(m2)
+    assert "recovering " in m2.log_text()
+    (m2.path / "b").write_bytes(b"two")
+    assert m2.unmount() == 0
+    assert sorted(p.name for p in staging.rglob("*") if p.is_file()) == ["lock"]
+    assert not (tmp_path / "recovery").exists() and not list(tmp_path.rglob("recovery"))
+    objects = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+    assert sorted(o["Key"] for o in objects if not o["Key"].startswith(".zosfs/")) == ["a", "b"]
+    assert " ERROR " not in m2.log_text()
+
+
+def wait_for_true(condition: Callable[[], object], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from tests.support.faultproxy import FaultProxy
-from tests.support.mount import ZosfsMount
+from tests.support.mount import ZosfsMount, staging_files
 from tests.support.rgw import LocalRGW
 
 KiB, MiB = 1024, 1024 * 1024
@@ -225,7 +225,7 @@ def test_fsx_on_large_new_files_whose_parts_left_staging(bucket: str, s3, proxy:
             fsx.note("recreate (36 MiB)")
             fsx.recreate()
             fsx.writable, fsx.o_append = True, False
-            [staged] = [p for p in (m.cache_dir / "staging").rglob("*.data")]
+            [staged] = [p for p in staging_files(m.cache_dir / "staging") if p.suffix == ".data"]
             deadline = time.monotonic() + 30
             while staged.stat().st_blocks * 512 > 12 * MiB:
                 assert time.monotonic() < deadline, f"{staged.stat().st_blocks * 512} bytes still staged"

@@ -212,7 +212,8 @@ def test_metadata_changes_keep_an_appendable_object_appendable(make_mount, bucke
     with FaultProxy(rgw.endpoint) as proxy:
         m = make_mount(bucket, endpoint=proxy.endpoint)
         p = m.path / "log.txt"
-        p.write_bytes(b"first\n")
+        with open(p, "ab") as f:  # (a log: made through O_APPEND, by append upload)
+            f.write(b"first\n")
         assert object_type(s3, bucket, "log.txt") == "Appendable"
         os.chmod(p, 0o600)
         assert object_type(s3, bucket, "log.txt") == "Appendable"

@@ -32,7 +32,7 @@ import pytest
 
 from tests.support.faultproxy import FaultProxy, Rule
 from tests.support.listapi import list_api, make_mount  # noqa: F401 (fixtures)
-from tests.support.mount import ZosfsMount, wait_until
+from tests.support.mount import ZosfsMount, staging_files, wait_until
 from tests.support.rgw import LocalRGW
 from zosfs.namespace.names import RESERVED_PREFIX
 
@@ -84,7 +84,8 @@ def assert_agree(m: ZosfsMount, s3: Any, expected: dict[str, bytes], staging: Pa
     wait_until(lambda: keys(s3, m.bucket) == expected, 10)
     assert keys(s3, m.bucket) == expected
     staging = staging or m.cache_dir / "staging"
-    left = sorted(p for p in staging.rglob("*") if p.is_file() and p.name != "lock") if staging.exists() else []
+    wait_until(lambda: staging_files(staging) == [])  # (uploaded files are removed in the background)
+    left = staging_files(staging)
     assert left == [], left
     errors = [line for line in m.log_text().splitlines() if " ERROR " in line or "Traceback" in line]
     assert errors == [], m.tail(40)

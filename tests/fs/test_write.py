@@ -23,7 +23,7 @@ import pytest
 import trio
 
 from tests.support.faultproxy import FaultProxy, Rule
-from tests.support.mount import ZosfsMount, drop_page_cache, vm_hwm, wait_until
+from tests.support.mount import ZosfsMount, drop_page_cache, staging_files, vm_hwm, wait_until
 from tests.support.objects import get, pattern
 from tests.support.rgw import MAIN_USER, LocalRGW
 from zosfs.zos import ClientConfig, WriteOptions, ZosClient
@@ -77,11 +77,14 @@ def wait_staging_empty(m: ZosfsMount, timeout: float = 10.0) -> dict[str, Any]:
         time.sleep(0.05)
 
 
-def staging_files(m: ZosfsMount) -> list[str]:
-    found = []
-    for root, _, files in os.walk(m.cache_dir / "staging"):
-        found += [os.path.join(root, f) for f in files if f != "lock"]
-    return found
+def staged_paths(m: ZosfsMount) -> list[str]:
+    """The files in the mount's staging directory that hold data (see `staging_files`)."""
+    return [str(p) for p in staging_files(m.cache_dir / "staging")]
+
+
+def staging_empty(m: ZosfsMount) -> bool:
+    """Whether staging is empty, once the mount's background removal of uploaded files settles."""
+    return wait_until(lambda: staged_paths(m) == [])
 
 
 
@@ -106,8 +109,10 @@ SIZES = [0, 1, MiB - 1, MiB, MiB + 1, 10 * MiB - 1, 10 * MiB + 1, 24 * MiB - 1, 
 def test_sequential_writes_of_every_size_read_back_exactly(bucket: str, s3, proxy: FaultProxy, make_mount) -> None:
     """0 B, 1 B, just under/at/over append_chunk, rewrite_threshold and
     multipart_threshold: the object, and the file read back, are the bytes
-    written. Up to multipart_threshold files stay appendable; beyond it they
-    continue as multipart uploads that copy what was appended server-side."""
+    written. A file closed before its first append chunk is one PUT (a
+    Normal object; see whole_put); up to multipart_threshold files stay
+    appendable; beyond it they continue as multipart uploads that copy what
+    was appended server-side."""
     m = make_mount(bucket, endpoint=proxy.endpoint, options=SMALL)
     files = {f"f{size}": pattern(size, size) for size in SIZES}
     for name, data in files.items():
@@ -115,7 +120,11 @@ def test_sequential_writes_of_every_size_read_back_exactly(bucket: str, s3, prox
         write_file(m.path / name, data)
         assert get(s3, bucket, name) == data, name
         assert os.stat(m.path / name).st_size == len(data)
-        if len(data) <= 24 * MiB:
+        if 0 < len(data) < MiB:
+            assert not appendable(s3, bucket, name), name
+            assert proxy.count("AppendObject") == 0 and proxy.count("PutObject") == 1, name
+            assert sum(r.request_bytes for r in proxy.records("PutObject")) == len(data), name
+        elif len(data) <= 24 * MiB:
             assert appendable(s3, bucket, name), name
             assert proxy.count("PutObject") == 0 and proxy.count("UploadPart") == 0, name
             sent = sum(r.request_bytes for r in proxy.records("AppendObject"))
@@ -132,7 +141,7 @@ def test_sequential_writes_of_every_size_read_back_exactly(bucket: str, s3, prox
     for name, data in files.items():
         assert (m.path / name).read_bytes() == data, name
     assert wait_staging_empty(m)["staging_reserved"] == 0
-    assert staging_files(m) == []
+    assert staging_empty(m), staged_paths(m)
 
 
 def test_a_growing_file_is_readable_by_others_while_written(bucket: str, s3, make_mount) -> None:
@@ -207,7 +216,7 @@ def test_appended_data_leaves_staging_while_the_file_is_still_open(bucket: str, 
             f.write(data[pos : pos + MiB])
         os.fsync(f.fileno())  # everything appended
         assert get(s3, bucket, "stream") == data
-        [staged] = [p for p in staging_files(m) if p.endswith(".data")]
+        [staged] = [p for p in staged_paths(m) if p.endswith(".data")]
         assert os.stat(staged).st_size == len(data)
         assert wait_until(lambda: os.stat(staged).st_blocks * 512 <= 64 * 1024, timeout=15), \
             f"{os.stat(staged).st_blocks * 512} bytes still staged"
@@ -229,7 +238,7 @@ def test_uploaded_parts_of_a_large_new_file_leave_staging_and_stay_readable(buck
     with open(m.path / "big", "w+b", buffering=0) as f:
         for pos in range(0, len(data), MiB):
             f.write(data[pos : pos + MiB])
-        [staged] = [p for p in staging_files(m) if p.endswith(".data")]
+        [staged] = [p for p in staged_paths(m) if p.endswith(".data")]
         assert wait_until(lambda: os.stat(staged).st_blocks * 512 <= 16 * MiB, timeout=30), (
             f"{os.stat(staged).st_blocks * 512} bytes still staged")
         assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads"), "no upload holds the freed parts"
@@ -250,7 +259,7 @@ def test_uploaded_parts_of_a_large_new_file_leave_staging_and_stay_readable(buck
     assert get(s3, bucket, "big") == data
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
     assert wait_staging_empty(m)["staging_reserved"] == 0
-    assert staging_files(m) == []
+    assert staging_empty(m), staged_paths(m)
     assert "completed the upload of the first" in m.log_text()
 
 
@@ -263,14 +272,14 @@ def test_truncating_and_unlinking_a_large_new_file_whose_parts_left_staging(buck
     with open(m.path / "cut", "w+b", buffering=0) as f:
         for pos in range(0, len(data), MiB):
             f.write(data[pos : pos + MiB])
-        [staged] = [p for p in staging_files(m) if p.endswith(".data")]
+        [staged] = [p for p in staged_paths(m) if p.endswith(".data")]
         assert wait_until(lambda: os.stat(staged).st_blocks * 512 <= 16 * MiB, timeout=30)
         os.ftruncate(f.fileno(), 33 * MiB + 7)
     assert get(s3, bucket, "cut") == data[: 33 * MiB + 7]
     with open(m.path / "gone", "w+b", buffering=0) as f:
         for pos in range(0, len(data), MiB):
             f.write(data[pos : pos + MiB])
-        [staged] = [p for p in staging_files(m) if p.endswith(".data")]
+        [staged] = [p for p in staged_paths(m) if p.endswith(".data")]
         assert wait_until(lambda: os.stat(staged).st_blocks * 512 <= 16 * MiB, timeout=30)
         os.unlink(m.path / "gone")
         drop_page_cache()
@@ -279,7 +288,7 @@ def test_truncating_and_unlinking_a_large_new_file_whose_parts_left_staging(buck
     assert wait_until(lambda: not exists_key(s3, bucket, "gone"))
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
     assert wait_staging_empty(m)["staging_reserved"] == 0
-    assert staging_files(m) == []
+    assert staging_empty(m), staged_paths(m)
 
 
 def test_an_appendable_file_grown_past_multipart_threshold_stays_appendable(bucket: str, s3, proxy: FaultProxy,
@@ -378,6 +387,56 @@ def test_dd_past_multipart_threshold_goes_multipart_like_any_fast_copy(
     assert get(s3, bucket, "copy") == data
     assert proxy.count("CreateMultipartUpload") == 1
     assert not appendable(s3, bucket, "copy")
+
+
+def test_a_small_new_file_is_one_put_and_stays_appendable_where_asked(bucket: str, s3, proxy: FaultProxy,
+                                                                     make_mount) -> None:
+    """A new file closed before its first append chunk (cp, tar, rsync of
+    small files) is stored by one PUT with its metadata; with whole_put=0 by
+    one append, as an appendable object; a file made through O_APPEND (a
+    log) is appended either way."""
+    m = make_mount(bucket, endpoint=proxy.endpoint, options=SMALL)
+    path = m.path / "small.txt"
+    proxy.reset_stats()
+    write_file(path, b"x" * 5000)
+    assert proxy.count("PutObject") == 1 and proxy.count("AppendObject") == 0, proxy.stats
+    assert get(s3, bucket, "small.txt") == b"x" * 5000 and not appendable(s3, bucket, "small.txt")
+    assert http_headers(s3, bucket, "small.txt")["x-amz-meta-mode"] == str(os.stat(path).st_mode)
+    proxy.reset_stats()
+    with open(m.path / "new.log", "a") as f:
+        f.write("line\n")
+    assert proxy.count("PutObject") == 0 and proxy.count("AppendObject") == 1, proxy.stats
+    assert appendable(s3, bucket, "new.log")
+    assert m.unmount() == 0
+    m = make_mount(bucket, endpoint=proxy.endpoint, options={**SMALL, "whole_put": "0"})
+    proxy.reset_stats()
+    write_file(m.path / "kept.txt", b"y" * 5000)
+    assert proxy.count("PutObject") == 0 and proxy.count("AppendObject") == 1, proxy.stats
+    assert get(s3, bucket, "kept.txt") == b"y" * 5000 and appendable(s3, bucket, "kept.txt")
+
+
+def test_a_new_file_written_on_after_a_close_of_a_shared_descriptor(bucket: str, s3, proxy: FaultProxy,
+                                                                   make_mount) -> None:
+    """A descriptor shared with a child that closes its copy (`cmd > out`
+    with children that write and exit) flushes the file before the writer
+    is done: after the one PUT, growth beyond it makes the object
+    appendable once, and later closes send only the new bytes (never the
+    whole file at every close)."""
+    m = make_mount(bucket, endpoint=proxy.endpoint, options=SMALL)
+    expected = b""
+    with open(m.path / "out", "wb", buffering=0) as f:
+        for n in range(6):
+            line = f"step {n}\n".encode() * 100
+            f.write(line)
+            expected += line
+            os.close(os.dup(f.fileno()))  # a flush, as a child's exit makes
+            assert get(s3, bucket, "out") == expected, n
+    assert get(s3, bucket, "out") == expected and appendable(s3, bucket, "out")
+    assert proxy.count("PutObject") == 1 and proxy.count("DeleteObject") == 1
+    # The first close stored 700 bytes, the second made it appendable (1,400
+    # bytes appended whole), and each later close appended its 700 only.
+    assert sum(r.request_bytes for r in proxy.records("AppendObject")) == len(expected)
+    assert (m.path / "out").read_bytes() == expected
 
 
 def test_appending_to_a_small_non_appendable_object_makes_it_appendable(bucket: str, s3, proxy: FaultProxy,
@@ -647,7 +706,8 @@ def test_metadata_and_tags_survive_an_append_and_a_rewrite(bucket: str, s3, rgw:
 
 def test_chmod_and_touch_of_an_appendable_file_keep_it_appendable(mnt: ZosfsMount, s3) -> None:
     path = mnt.path / "f"
-    path.write_bytes(b"data")
+    with open(path, "ab") as f:  # (made through O_APPEND: by append upload)
+        f.write(b"data")
     os.chmod(path, 0o600)
     os.utime(path, (1_600_000_000, 1_600_000_000))
     assert appendable(s3, mnt.bucket, "f")
@@ -888,7 +948,7 @@ def test_unlink_of_a_file_open_for_writing(bucket: str, s3, make_mount) -> None:
     time.sleep(0.3)
     assert not user_keys(s3, bucket)
     assert wait_staging_empty(m)["staging_reserved"] == 0
-    assert staging_files(m) == []
+    assert staging_empty(m), staged_paths(m)
 
 
 def test_writers_wait_for_the_staging_budget(bucket: str, s3, make_mount) -> None:
@@ -1019,7 +1079,7 @@ def test_an_unlinked_file_open_for_writing_keeps_its_content(bucket: str, s3, ma
         os.ftruncate(f.fileno(), MiB)
     assert not user_keys(s3, bucket)
     assert wait_staging_empty(m)["staging_reserved"] == 0
-    assert staging_files(m) == []
+    assert staging_empty(m), staged_paths(m)
 
 
 def exists_key(s3: Any, bucket: str, key: str) -> bool:

@@ -72,11 +72,17 @@ def test_user_xattrs_are_stored_as_s3fs_does(mnt: ZosfsMount, s3) -> None:
 
 def test_facts_are_readable_by_name_but_not_listed(mnt: ZosfsMount, s3) -> None:
     f = mnt.path / "facts"
-    f.write_text("abc")
+    f.write_text("abc")  # (a new file closed whole is stored by one PUT: see whole_put)
     head = s3.head_object(Bucket=mnt.bucket, Key="facts")
     assert os.getxattr(f, "user.zos.etag").decode() == head["ETag"].strip('"')
     assert os.getxattr(f, "user.zos.storage_class") == b"STANDARD"
-    assert os.getxattr(f, "user.zos.object_type") == b"appendable"
+    assert os.getxattr(f, "user.zos.object_type") == b"normal"
+    log = mnt.path / "facts.log"
+    with open(log, "a") as out:  # (made through O_APPEND: by append upload)
+        out.write("abc")
+    assert os.getxattr(log, "user.zos.object_type") == b"appendable"
+    headers = s3.head_object(Bucket=mnt.bucket, Key="facts.log")["ResponseMetadata"]["HTTPHeaders"]
+    assert headers["x-rgw-object-type"] == "Appendable"
     assert os.getxattr(f, "user.zos.restore") == b"not archived"
     assert xattr_error(os.setxattr, f, "user.zos.etag", b"x") == errno.EPERM
     assert not [n for n in os.listxattr(f) if n.startswith("user.zos.")]

@@ -118,7 +118,8 @@ def test_storage_class_option_applies_to_new_objects(make_mount, bucket: str, s3
 
 def test_setting_storage_class_keeps_data_metadata_tags_acl_and_appendability(mnt: ZosfsMount, s3) -> None:
     f = mnt.path / "keep.log"
-    f.write_bytes(b"first line\n")
+    with open(f, "ab") as out:  # (a log: made through O_APPEND, by append upload)
+        out.write(b"first line\n")
     os.chmod(f, 0o640)
     os.setxattr(f, "user.zos.tag.team", b"ops")
     os.setxattr(f, "user.zos.acl", b"public-read")

@@ -35,6 +35,25 @@ def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> bool:
     return True
 
 
+def staging_files(directory: str | os.PathLike[str]) -> list[Path]:
+    """The files under a staging directory that hold written data, and their
+    journals (sorted): not the lock, and not the spares a mount makes ahead
+    (empty files whose journal says "spare": see `zosfs.data.staging`).
+    Files of a finished upload are removed in the background: wait for []."""
+    found = []
+    root = Path(directory)
+    for path in sorted(root.rglob("*")) if root.exists() else []:
+        if not path.is_file() or path.name == "lock":
+            continue
+        try:
+            record = json.loads(path.with_suffix(".json").read_text())
+        except (OSError, ValueError):
+            record = {}
+        if not (isinstance(record, dict) and record.get("spare")):
+            found.append(path)
+    return found
+
+
 def mount_type(path: str | os.PathLike[str]) -> str | None:
     target = os.path.realpath(path)
     with open("/proc/self/mountinfo", encoding="utf-8") as f:

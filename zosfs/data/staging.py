@@ -37,6 +37,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -47,7 +48,8 @@ log = logging.getLogger(__name__)
 
 MAKE_ROOM_INTERVAL = 1.0  # seconds between calls of make_room while a writer waits for the budget
 PAGE = 4096
-PUNCH_MIN = 256 * 1024  # smaller ranges are not worth a filesystem transaction (and a journal write)
+PUNCH_MIN = 256 * 1024
+SPARES = 4  # staging files made ahead (see Staging)  # smaller ranges are not worth a filesystem transaction (and a journal write)
 FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
 
 
@@ -75,11 +77,17 @@ def punch_hole(fd: int, start: int, end: int) -> tuple[int, int] | None:
     return start, end
 
 
+def spare_record(name: str) -> bytes:
+    """The journal of a staging file made ahead (a spare): recovery removes
+    it, as it removes the data of a finished upload."""
+    return json.dumps({"data": name + ".data", "state": "uploaded", "spare": True}).encode()
+
+
 class StagedFile:
     """One staging file and its journal."""
 
-    def __init__(self, directory: str, key: str, created: bool) -> None:
-        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
+    def __init__(self, directory: str, key: str, created: bool, spare: Spare | None = None) -> None:
+        name = spare.name if spare is not None else new_name()
         self.path = os.path.join(directory, name + ".data")
         self.journal = os.path.join(directory, name + ".json")
         self.parts = os.path.join(directory, name + ".parts")
@@ -89,8 +97,12 @@ class StagedFile:
         # created: the object did not exist, so this file holds all of it.
         self.record: dict[str, Any] = {"key": key, "data": os.path.basename(self.path), "created": created}
         try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            self.journal_fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            if spare is not None:
+                self.fd, self.journal_fd = spare.fd, spare.journal_fd
+                self._journal_len = spare.journal_len  # (padded over: never a spare's tail after the record)
+            else:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                self.journal_fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             self.write_journal(state="writing")
         except OSError:
             self.discard()  # (a full staging filesystem: leave nothing half made)
@@ -183,11 +195,12 @@ class StagedFile:
     def discard(self) -> None:
         """The data is safely uploaded (or no longer wanted): remove its files."""
         self.close()
-        for path in (self.path, self.journal, self.parts):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+        remove_files(self.path, self.journal, self.parts)
+
+    @property
+    def uploaded(self) -> bool:
+        """Whether the journal says the object holds all of this (recovery would only remove it)."""
+        return self.record.get("state") == "uploaded"
 
     def keep(self, reason: str, bucket: str = "") -> None:
         """Leave the data on disk for recovery and say where it is, and
@@ -220,13 +233,48 @@ class StagedFile:
             self.parts_fd = -1
 
 
+def new_name() -> str:
+    """A staging file's name (without suffix): its time, for a person, and a unique part."""
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
+
+
+def remove_files(*paths: str) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+@dataclass
+class Spare:
+    """A staging file and its journal made ahead, not yet anyone's."""
+
+    name: str
+    fd: int
+    journal_fd: int
+    journal_len: int
+
+
 class Staging:
-    """The staging directory and its budget of not-yet-uploaded bytes."""
+    """The staging directory and its budget of not-yet-uploaded bytes.
+
+    Its housekeeping task (`run`) makes staging files ahead (`SPARES` of
+    them) and removes those whose data is uploaded, in a worker thread: a
+    new file's first write then costs no file creation, and its release no
+    unlinks, on the thread that answers FUSE. Creating the two files took
+    220 us of the 5 ms a 4 KiB file costs from open to close (profiled with
+    `cp` of small files), removing them 80 us; both sat between the
+    writer's requests."""
 
     def __init__(self, directory: str, budget: int) -> None:
         self.budget = budget
         self.used = 0
         self._freed = trio.Event()
+        self._spares: list[Spare] = []
+        self._doomed: list[StagedFile] = []  # uploaded: to be closed and removed
+        self._wake = trio.Event()
+        self._running = False
         os.makedirs(directory, mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
         # One mount at a time owns the directory (and recovers what an earlier
@@ -242,7 +290,74 @@ class Staging:
         self.directory = directory
 
     def create(self, key: str, created: bool) -> StagedFile:
-        return StagedFile(self.directory, key, created)
+        """A staging file for `key` (a spare one if there is)."""
+        spare = self._spares.pop() if self._spares else None
+        if self._running:
+            self._wake.set()
+        return StagedFile(self.directory, key, created, spare)
+
+    def discard(self, staged: StagedFile) -> None:
+        """Remove a staging file no longer needed: in the background when its
+        journal says it is uploaded (a crash before that leaves what
+        recovery removes), at once otherwise (it could be taken for data to
+        recover)."""
+        if not self._running or not staged.uploaded:
+            staged.discard()
+            return
+        self._doomed.append(staged)
+        self._wake.set()
+
+    async def run(self) -> None:
+        """The housekeeping task (see the class docstring); runs until cancelled."""
+        self._running = True
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                doomed, self._doomed = self._doomed, []
+                await trio.to_thread.run_sync(self._housekeeping, doomed)
+        finally:
+            self._running = False
+
+    def _housekeeping(self, doomed: list[StagedFile]) -> None:
+        """In a worker thread: remove `doomed`, and make spares up to SPARES
+        (appended one by one: the trio thread may take them meanwhile)."""
+        for staged in doomed:
+            staged.discard()
+        while len(self._spares) < SPARES:
+            name = new_name()
+            fd = journal_fd = -1
+            try:
+                fd = os.open(os.path.join(self.directory, name + ".data"),
+                             os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                journal_fd = os.open(os.path.join(self.directory, name + ".json"),
+                                     os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                record = spare_record(name)
+                os.pwrite(journal_fd, record, 0)
+            except OSError as err:
+                # (A full staging filesystem: files are made when needed, where
+                # the failure becomes the writer's ENOSPC.)
+                log.debug("no spare staging file (%s)", err)
+                for f in (fd, journal_fd):
+                    if f >= 0:
+                        os.close(f)
+                remove_files(os.path.join(self.directory, name + ".data"),
+                             os.path.join(self.directory, name + ".json"))
+                return
+            self._spares.append(Spare(name, fd, journal_fd, len(record)))
+
+    def close(self) -> None:
+        """At unmount: remove the spares and the uploaded files not yet removed."""
+        self._running = False
+        doomed, self._doomed = self._doomed, []
+        for staged in doomed:
+            staged.discard()
+        spares, self._spares = self._spares, []
+        for spare in spares:
+            os.close(spare.fd)
+            os.close(spare.journal_fd)
+            remove_files(os.path.join(self.directory, spare.name + ".data"),
+                         os.path.join(self.directory, spare.name + ".json"))
 
     def would_wait(self, nbytes: int) -> bool:
         """Whether `reserve(nbytes)` would wait now."""

@@ -116,6 +116,20 @@ class AppendUpload:
         budget = self.w.path.staging.budget
         return max(self.w.path.opts.append_chunk, min(MAX_APPEND_CHUNK, self.remote_len // 2, budget // 4))
 
+    def whole_on_close(self) -> bool:
+        """Whether a close may store the file by one PUT instead (see
+        flush.py): a new file in append mode of which nothing was appended
+        or is on its way, not opened with O_APPEND (a log, which appends
+        again), never fsynced, and within `whole_put` and one append chunk.
+        Not an empty one: a shell's `cmd > file` closes its first descriptor
+        (after dup2) before any write, and the appendable empty object that
+        close makes lets each later close send only its bytes."""
+        w = self.w
+        opts = w.path.opts
+        return (opts.whole_put > 0 and w.size > 0 and self.active and not w.inode.remote and self.remote_len == 0
+                and not self.appending and not self.scheduled and not self.synced and not w.opened_for_append
+                and w.size <= min(opts.whole_put, self.chunk(), opts.rewrite_threshold))
+
     def can_free(self) -> bool:
         """Whether an append can free staging budget now (whatever is pending goes, however little)."""
         return self.active and self.w.size > self.remote_len

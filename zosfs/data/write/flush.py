@@ -20,11 +20,18 @@ if TYPE_CHECKING:
     from zosfs.data.write.writer import Writer
 
 
-async def flush(w: Writer) -> None:
+async def flush(w: Writer, *, closing: bool = False) -> None:
     """Store everything `w` holds; raise FsError(EIO) if that fails.
 
-    In order: a small non-appendable file written through O_APPEND first
-    becomes appendable (which enters append mode); in append mode what is
+    In order: a new file closed (`closing`) before any of it was appended
+    is stored whole by one PUT (replace mode), not by a first append: RGW
+    spends about 1.5 times the CPU on an AppendObject that creates an
+    object as on a PUT of it (3.1 against 2.2 ms for 4 KiB, measured), which
+    sets the pace of `cp -r`, `tar x` and rsync of small files; a small
+    non-appendable file written through O_APPEND, or written beyond its end
+    after such a PUT (a descriptor shared with a child process that closed
+    its copy), first becomes appendable (which enters append mode), so that
+    a log never costs a whole upload per close; in append mode what is
     pending is appended (the server may refuse, which ends append mode);
     in replace mode the object is replaced."""
     if w.discarded:
@@ -35,7 +42,11 @@ async def flush(w: Writer) -> None:
         generation = w.generation
         watch = w.watch()
         try:
-            if w.mode is w.replace and w.opened_for_append and w.replace.may_become_appendable():
+            if closing and w.appends.whole_on_close():
+                w.switch(w.replace, "a new file closed whole")
+                w.put_whole = w.size
+            elif (w.mode is w.replace and (w.opened_for_append or grew_after_put(w))
+                  and w.replace.may_become_appendable()):
                 await w.replace.become_appendable()
             if w.mode is w.appends:
                 await w.appends.flush()
@@ -64,6 +75,14 @@ async def flush(w: Writer) -> None:
         w.uploaded()
         if w.staged is not None and not w.dirty:
             w.staged.write_journal(state="uploaded", upload_id=None)  # nothing to recover
+
+
+def grew_after_put(w: Writer) -> bool:
+    """Whether this new file, stored whole by a PUT at an earlier close, was
+    since written only beyond what that PUT stored (it goes on growing, as
+    a log does)."""
+    start = w.dirty.first_start()
+    return w.put_whole is not None and start is not None and start >= w.put_whole
 
 
 async def finish(w: Writer) -> None:

@@ -112,10 +112,11 @@ class WritePath:
         assert inode.writer is not None
         return await inode.writer.read(offset, length)
 
-    async def flush(self, inode: Inode) -> None:
+    async def flush(self, inode: Inode, *, closing: bool = False) -> None:
+        """Store what `inode` holds (see flush.py); `closing`: for close(2), not fsync."""
         writer = inode.writer
         if writer is not None:
-            await writer.flush()
+            await writer.flush(closing=closing)
 
     async def release(self, inode: Inode) -> None:
         """The last handle closed: flush, and let the writer go. If the data
@@ -131,7 +132,7 @@ class WritePath:
             failure = FsError(errno.EIO, f"uploading {writer.key_at_start!r} did not finish within write_deadline")
         else:
             try:
-                await writer.flush()
+                await writer.flush(closing=True)
             except FsError as err:
                 failure = err
         await writer.wait_idle(timeout=self.opts.write_deadline if failure is None else 0)

@@ -84,6 +84,9 @@ class FileState:
         self.frontier = 0  # where the last write ended: parts before it are finished
         self.first_write: float | None = None  # trio time of the first write (see STREAMING_RATE)
         self.opened_for_append = False  # written through an O_APPEND handle (see Replace.become_appendable)
+        # Size of the PUT that stored this new file whole at a close (see
+        # flush.py), while the writer lives; None if it did not.
+        self.put_whole: int | None = None
         self.charged = 0  # bytes of the staging budget this writer holds
         self.error: ZosError | FsError | None = None
         self.discarded = False

@@ -318,14 +318,15 @@ class Writer(FileState):
 
     # -- flushing and closing ------------------------------------------------------
 
-    async def flush(self) -> None:
+    async def flush(self, *, closing: bool = False) -> None:
         """Store everything written so far; raise FsError(EIO) if that fails
         (see flush.py), or if it does not finish within write_deadline (all
-        retries included): the data then stays in staging."""
+        retries included): the data then stays in staging. `closing`: for
+        close(2), not fsync (see flush.py)."""
         deadline = self.path.opts.write_deadline
         generation = self.generation
         with trio.move_on_after(deadline) as scope:
-            await flush(self)
+            await flush(self, closing=closing)
         if scope.cancelled_caught:
             self.timed_out = generation
             self.error = FsError(errno.EIO, "timed out")
@@ -371,7 +372,7 @@ class Writer(FileState):
         self.appends.stop()
         if self.staged is not None:
             if keep_reason is None:
-                self.staged.discard()
+                self.path.staging.discard(self.staged)
             else:
                 self.staged.keep(keep_reason, self.bucket_holds())
             self.staged = None
