@@ -31,6 +31,7 @@ from zosfs.zos import (
     DeleteFailure,
     FileRegion,
     Grant,
+    LocalFileError,
     Part,
     RequestStats,
     Retention,
@@ -233,6 +234,30 @@ def test_put_from_a_file_region(rgw, bucket, tmp_path):
     assert got == data[1000 : 1000 + 2 * MiB]
     assert etag == md5(got)
     assert empty.size == 0 and empty_etag == md5(b"")
+
+
+def test_put_of_a_small_file_region_and_of_one_past_the_end(rgw, bucket, s3, tmp_path):
+    """A small region goes out with the request's head in one send (read
+    first); a region the file does not hold is a local error, never a short
+    object."""
+    data = os.urandom(9000)
+    path = tmp_path / "source"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        async def scenario(zos: ZosClient) -> Any:
+            await zos.put("small-region", FileRegion(fd, 10, 5000))
+            with pytest.raises(LocalFileError):
+                await zos.put("past-the-end", FileRegion(fd, 8000, 5000))
+            return bytes(await zos.get("small-region"))
+
+        got = run(config(rgw, bucket), scenario)
+    finally:
+        os.close(fd)
+    assert got == data[10:5010]
+    with pytest.raises(ClientError) as missing:
+        s3.head_object(Bucket=bucket, Key="past-the-end")
+    assert missing.value.response["Error"]["Code"] in ("404", "NoSuchKey")
 
 
 def test_delete(rgw, bucket):

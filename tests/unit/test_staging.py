@@ -96,3 +96,25 @@ def test_a_full_staging_filesystem_is_enospc_naming_the_directory(tmp_path: Path
     assert f"the staging directory {staging.directory} is full (" in err.message and "bytes free" in err.message
     other = staging.local_error(OSError(errno.EIO, "Input/output error"), "writing 'k'")
     assert other.errno == errno.EIO and "failed" in other.message
+
+
+def test_a_spare_staging_file_taken_for_a_key_reads_back_as_that_key(tmp_path: Path) -> None:
+    """Spares (files made ahead, see Staging) read as nothing to recover;
+    once taken, the journal names the key and state (a shorter record pads
+    over the spare's, never leaving its tail), and close removes the rest."""
+    staging = Staging(str(tmp_path / "staging"), budget=MiB)
+    staging._housekeeping([])  # (what the housekeeping task does in its worker thread)
+    spares = staging.leftovers()
+    assert len(spares) == 4 and all(r["state"] == "uploaded" and r["spare"] for r in spares)
+    staged = staging.create("k", created=True)
+    assert os.path.basename(staged.journal) in {os.path.basename(r["journal"]) for r in spares}
+    staged.write_journal(state="writing")
+    records = {r["journal"]: r for r in staging.leftovers()}
+    assert records[staged.journal]["key"] == "k" and records[staged.journal]["state"] == "writing"
+    assert "spare" not in records[staged.journal]
+    staged.pwrite(b"data", 0)
+    staged.write_journal(state="uploaded")
+    staging.close()  # (spares go; the taken one is its writer's to discard)
+    assert {r["journal"] for r in staging.leftovers()} == {staged.journal}
+    staged.discard()
+    assert sorted(os.listdir(staging.directory)) == ["lock"]
