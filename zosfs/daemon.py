@@ -134,6 +134,8 @@ class Mount:
             metacache = MetaCache(os.path.join(opts.cache_dir, "meta", state + ".sqlite"))
             staging = Staging(os.path.join(opts.staging_dir, state), opts.staging_size)
             # What a daemon that stopped left behind, recovered in the background (below).
+            if staging.exclusive:
+                staging.remove_unfinished()  # (files a killed daemon was making, never written)
             leftovers = staging.leftovers() if staging.exclusive else []
             ns = Namespace(zos, opts, self.source.prefix, metacache)
             ns.object_lock = caps.object_lock

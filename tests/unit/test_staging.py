@@ -118,3 +118,22 @@ def test_a_spare_staging_file_taken_for_a_key_reads_back_as_that_key(tmp_path: P
     assert {r["journal"] for r in staging.leftovers()} == {staged.journal}
     staged.discard()
     assert sorted(os.listdir(staging.directory)) == ["lock"]
+
+
+def test_files_a_killed_daemon_was_still_making_are_removed_at_mount(tmp_path: Path) -> None:
+    """A data file without its journal, or with an empty one, was never
+    written (the journal comes first): the next mount removes it; anything
+    holding data or a journal's record stays for recovery."""
+    directory = tmp_path / "staging"
+    staging = Staging(str(directory), budget=MiB)
+    (directory / "a.data").write_bytes(b"")  # killed before its journal was made
+    (directory / "b.data").write_bytes(b"")
+    (directory / "b.json").write_bytes(b"")  # killed before its journal was written
+    (directory / "c.data").write_bytes(b"kept")  # data without a journal: not ours to judge
+    staged = staging.create("k", created=True)
+    staged.pwrite(b"x", 0)
+    staged.close()
+    assert staging.remove_unfinished() == 3
+    left = sorted(os.listdir(directory))
+    assert left == sorted(["lock", "c.data", os.path.basename(staged.path), os.path.basename(staged.journal)])
+    assert [r["key"] for r in staging.leftovers()] == ["k"]

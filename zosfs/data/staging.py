@@ -408,6 +408,29 @@ class Staging:
         self._freed.set()
         self._freed = trio.Event()
 
+    def remove_unfinished(self) -> int:
+        """At mount, before anything is staged here: remove what a daemon
+        killed while making a staging file (a spare, or one for a writer)
+        left, an empty data file whose journal is missing or empty, and such
+        a journal. Nothing was written to those: a staging file's journal is
+        written before the file takes data. Returns how many files went."""
+        names = set(os.listdir(self.directory))
+        doomed = []
+        for name in names:
+            stem, dot, suffix = name.rpartition(".")
+            if not dot or suffix not in ("data", "json"):
+                continue
+            data, journal = os.path.join(self.directory, stem + ".data"), os.path.join(self.directory, stem + ".json")
+            try:
+                data_empty = not os.path.exists(data) or os.path.getsize(data) == 0
+                journal_empty = not os.path.exists(journal) or os.path.getsize(journal) == 0
+            except OSError:
+                continue
+            if data_empty and journal_empty:
+                doomed.append(os.path.join(self.directory, name))
+        remove_files(*doomed)
+        return len(doomed)
+
     def leftovers(self) -> list[dict[str, Any]]:
         """Journals of data that an earlier run could not upload."""
         found = []
