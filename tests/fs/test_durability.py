@@ -20,7 +20,7 @@ import pytest
 import trio
 
 from tests.support.faultproxy import FaultProxy, Rule
-from tests.support.mount import ZosfsMount, staging_files
+from tests.support.mount import ZosfsMount, staging_files, wait_until
 from tests.support.objects import get, pattern
 from tests.support.rgw import MAIN_USER
 from zosfs.zos import ClientConfig, WriteOptions, ZosClient
@@ -526,8 +526,8 @@ def test_spare_staging_files_never_outlive_a_mount(bucket: str, s3, tmp_path, ma
     m = make_mount(bucket, options=options, check_log=False)
     (m.path / "a").write_bytes(b"one")
     # (the spares are there: the checks below see them go)
-    assert wait_for_true(lambda: len(list(staging.rglob("*.json"))) >= 4), sorted(staging.rglob("*"))
-    assert wait_for_true(lambda: staging_files(staging) == [])  # (they hold nothing; a's files go soon)
+    assert wait_until(lambda: len(list(staging.rglob("*.json"))) >= 4, timeout=10), sorted(staging.rglob("*"))
+    assert wait_until(lambda: staging_files(staging) == [], timeout=10)  # (they hold nothing; a's files go soon)
     m.kill()
     m2 = make_mount(bucket, options=options)
     wait_recovered(m2)
@@ -539,12 +539,3 @@ def test_spare_staging_files_never_outlive_a_mount(bucket: str, s3, tmp_path, ma
     objects = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
     assert sorted(o["Key"] for o in objects if not o["Key"].startswith(".zosfs/")) == ["a", "b"]
     assert " ERROR " not in m2.log_text()
-
-
-def wait_for_true(condition: Callable[[], object], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True

@@ -88,8 +88,7 @@ class StagedFile:
 
     def __init__(self, directory: str, key: str, created: bool, spare: Spare | None = None) -> None:
         name = spare.name if spare is not None else new_name()
-        self.path = os.path.join(directory, name + ".data")
-        self.journal = os.path.join(directory, name + ".json")
+        self.path, self.journal = staging_paths(directory, name)
         self.parts = os.path.join(directory, name + ".parts")
         self.fd = self.parts_fd = self.journal_fd = -1
         self._journal_len = 0
@@ -238,6 +237,11 @@ def new_name() -> str:
     return f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
 
 
+def staging_paths(directory: str, name: str) -> tuple[str, str]:
+    """The data file and journal of the staging file `name` (no suffix)."""
+    return os.path.join(directory, name + ".data"), os.path.join(directory, name + ".json")
+
+
 def remove_files(*paths: str) -> None:
     for path in paths:
         try:
@@ -326,12 +330,11 @@ class Staging:
             staged.discard()
         while len(self._spares) < SPARES:
             name = new_name()
+            data, journal = staging_paths(self.directory, name)
             fd = journal_fd = -1
             try:
-                fd = os.open(os.path.join(self.directory, name + ".data"),
-                             os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-                journal_fd = os.open(os.path.join(self.directory, name + ".json"),
-                                     os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                fd = os.open(data, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                journal_fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
                 record = spare_record(name)
                 os.pwrite(journal_fd, record, 0)
             except OSError as err:
@@ -341,8 +344,7 @@ class Staging:
                 for f in (fd, journal_fd):
                     if f >= 0:
                         os.close(f)
-                remove_files(os.path.join(self.directory, name + ".data"),
-                             os.path.join(self.directory, name + ".json"))
+                remove_files(data, journal)
                 return
             self._spares.append(Spare(name, fd, journal_fd, len(record)))
 
@@ -356,8 +358,7 @@ class Staging:
         for spare in spares:
             os.close(spare.fd)
             os.close(spare.journal_fd)
-            remove_files(os.path.join(self.directory, spare.name + ".data"),
-                         os.path.join(self.directory, spare.name + ".json"))
+            remove_files(*staging_paths(self.directory, spare.name))
 
     def would_wait(self, nbytes: int) -> bool:
         """Whether `reserve(nbytes)` would wait now."""
