@@ -123,3 +123,37 @@ def test_an_append_that_failed_after_someone_else_appended(proxy, bucket, s3):
     assert err.code == "PositionNotEqualToLength" and err.next_position == 5
     assert [r.fault for r in proxy.records("AppendObject")] == [None, None, "reset_before"]
     assert s3.get_object(Bucket=bucket, Key="log")["Body"].read() == b"abcde"
+
+
+@pytest.mark.parametrize("op", ["PutObject", "AppendObject"])
+def test_a_server_that_stops_reading_the_body_times_the_request_out(proxy, bucket, s3, op):
+    """RGW stops reading request bodies when its OSD is full. A sender that
+    waits for the socket to take more bytes must give up after read_timeout
+    like any other wait, never hold its caller (a FUSE request) forever: the
+    body is larger than the loopback socket buffers, so it cannot all be
+    sent before the server reads."""
+    import os
+    import time
+
+    import trio
+
+    stall = proxy.add_rule(Rule(op=op, stall=True))
+    body = os.urandom(48 * 1024 * 1024)
+
+    async def scenario(zos: ZosClient) -> Any:
+        with trio.fail_after(60):  # (the bug this tests was a hang: fail, don't hang the suite)
+            with pytest.raises(ZosError) as failed:
+                if op == "PutObject":
+                    await zos.put("stalled", body)
+                else:
+                    await zos.append("stalled", 0, body)
+        return failed.value
+
+    start = time.monotonic()
+    err = run(proxy, bucket, scenario, read_timeout=2, max_attempts=2)
+    took = time.monotonic() - start
+    assert err.code == "Timeout" and err.errno == errno.ETIMEDOUT, err
+    assert stall.fired >= 2  # sent again once, and timed out again
+    assert 2 * 2 <= took < 2 * 2 + 15, f"took {took:.1f} s with read_timeout 2 and 2 attempts"
+    proxy.remove_rule(stall)
+    assert "stalled" not in [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]

@@ -58,6 +58,7 @@ class FileRegion:
 
 Body = bytes | bytearray | memoryview | FileRegion | None
 SMALL_BODY = 64 * 1024  # bodies up to this size go out in one send with the request's head
+TLS_PIECE = 1024 * 1024  # a TLS send is bounded per piece of this size (see Connection.send)
 
 
 def read_region(region: FileRegion) -> bytes:
@@ -83,21 +84,32 @@ class Connection:
     """One keep-alive connection. Plain TCP uses the socket directly (recv_into,
     sendfile); TLS goes through a trio.SSLStream."""
 
-    def __init__(self, sock: trio.socket.SocketType, tls: trio.SSLStream | None) -> None:
+    def __init__(self, sock: trio.socket.SocketType, tls: trio.SSLStream | None, timeout: float = 60.0) -> None:
         self.sock = sock
         self.tls = tls
+        # Seconds a send may wait for the server to take more bytes: a server
+        # that stops reading a request body (RGW does, with a full OSD) would
+        # otherwise hold the sender, and the FUSE request behind it, forever.
+        self.timeout = timeout
         self.buffer = bytearray()  # bytes received beyond the last response
         self.scratch = bytearray(MAX_HEAD)  # receive buffer for heads and chunk lines
         self.last_used = time.monotonic()
         self.reused = False
 
     async def send(self, data: bytes | bytearray | memoryview) -> None:
-        if self.tls is not None:
-            await self.tls.send_all(data)
-            return
+        """Send all of `data`; trio.TooSlowError if the server takes none of
+        it for `timeout` seconds."""
         view = memoryview(data)
+        if self.tls is not None:
+            while view:
+                piece = view[:TLS_PIECE]
+                with trio.fail_after(self.timeout):
+                    await self.tls.send_all(piece)
+                view = view[len(piece):]
+            return
         while view:
-            sent = await self.sock.send(view)
+            with trio.fail_after(self.timeout):
+                sent = await self.sock.send(view)
             view = view[sent:]
 
     async def send_file(self, region: FileRegion) -> None:
@@ -111,14 +123,15 @@ class Connection:
                     raise LocalFileError(err.errno, f"reading the request body: {err.strerror}") from None
                 if not chunk:
                     raise LocalFileError(errno.EIO, "the file is shorter than the request body")
-                await self.tls.send_all(chunk)
+                await self.send(chunk)
                 offset += len(chunk)
                 left -= len(chunk)
             return
         offset, left = region.offset, region.length
         fileno = self.sock.fileno()
         while left:
-            await trio.lowlevel.wait_writable(self.sock)
+            with trio.fail_after(self.timeout):
+                await trio.lowlevel.wait_writable(self.sock)
             try:
                 sent = os.sendfile(fileno, region.fd, offset, left)
             except BlockingIOError:
@@ -206,7 +219,7 @@ class HttpPool:
             raise ConnectFailed(f"connecting to {self.hostname}:{self.port} timed out") from None
         except (OSError, ssl.SSLError, trio.BrokenResourceError) as err:
             raise ConnectFailed(f"cannot connect to {self.hostname}:{self.port}: {_reason(err)}") from None
-        return Connection(sock, tls)
+        return Connection(sock, tls, self.read_timeout)
 
     def _take_idle(self) -> Connection | None:
         now = time.monotonic()
