@@ -180,6 +180,31 @@ def test_a_full_staging_filesystem_is_enospc_and_the_mount_recovers_by_itself(
 # -- 18.3: the server stops storing --------------------------------------------------------
 
 
+def test_a_writer_ahead_of_a_stalled_server_is_held_back_once_not_at_every_write(
+    bucket: str, s3: Any, proxy: FaultProxy, make_mount: Any, tmp_path: Path
+) -> None:
+    """A writer more than 128 MiB ahead of its appends waits for them (at
+    most write_deadline). With the server stalled, that wait runs out once;
+    the writes after it must not each wait write_deadline again (a 1 MiB
+    write every two minutes looked like a hang to `cp`). The staging budget
+    still bounds them, and close says EIO with the data kept."""
+    deadline = 3
+    m = make_mount(bucket, endpoint=proxy.endpoint, check_log=False,
+                   options={"write_deadline": str(deadline), "read_timeout": "60", "flush_timeout": "5"})
+    stall = proxy.add_rule(Rule(op=WRITES, stall=True))
+    data = pattern(140 * MiB, 8)  # 12 MiB past the 128 MiB a writer may be ahead
+    report, took = run_writer(tmp_path, m, "ahead", data, create=True, timeout=12 * deadline + 30)
+    assert report["write_errno"] is None and report["acked"] == len(data), report
+    assert report["close_errno"] == errno.EIO, report
+    # Held once (deadline), the close's flush (deadline), then the close's
+    # own attempt: far below the twelve waits of one MiB each.
+    assert took < 4 * deadline + 8, f"writing 140 MiB took {took:.1f} s with write_deadline={deadline}"
+    assert m.log_text().count("made no progress within write_deadline") == 1, m.tail(40)
+    m.unmount()
+    proxy.remove_rule(stall)
+    assert "ahead" not in [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
 @pytest.mark.parametrize("case", ["new", "rewrite"])
 def test_a_stalled_server_turns_into_eio_within_write_deadline(
     case: str, bucket: str, s3: Any, proxy: FaultProxy, make_mount: Any, tmp_path: Path

@@ -56,6 +56,7 @@ class Writer(FileState):
         self.idle = trio.Event()
         self.idle.set()
         self._progress = trio.Event()  # set (and replaced) whenever an append or a part upload succeeds
+        self.pace_gave_up = False  # keep_pace waited write_deadline with no upload done since
         self._task_scopes: set[trio.CancelScope] = set()  # of the background uploads running (see give_up)
         self.timed_out: int | None = None  # the generation whose flush ran out of write_deadline
         self.appends = AppendUpload(self)
@@ -186,7 +187,16 @@ class Writer(FileState):
         `deadline` (write_deadline): a stalled server then leaves the
         staging budget to decide."""
         while not self.discarded and self.path.nursery is not None:  # (no nursery: nothing could upload)
-            if not self.mode.behind() or trio.current_time() >= deadline:
+            if self.pace_gave_up or not self.mode.behind():
+                return
+            if trio.current_time() >= deadline:
+                # Waited out once with no upload done meanwhile: the next
+                # writes are not held again (each would wait write_deadline
+                # for one MiB, a writer crawling for hours) until an upload
+                # succeeds (report_progress).
+                self.pace_gave_up = True
+                log.warning("uploads of %r made no progress within write_deadline; its writes are no longer held "
+                            "back for them (the staging budget still bounds them)", self.key_at_start)
                 return
             with trio.move_on_at(min(deadline, trio.current_time() + MAKE_ROOM_INTERVAL)):
                 await self._progress.wait()
@@ -303,6 +313,7 @@ class Writer(FileState):
         """An append or a part upload succeeded: writers held by keep_pace look again."""
         self._progress.set()
         self._progress = trio.Event()
+        self.pace_gave_up = False
 
     def uploaded(self) -> None:
         """Some data went out: hold no more of the staging budget than is
