@@ -22,6 +22,7 @@ Block = bytes | bytearray | mmap.mmap  # (mmap: an anonymous map a disk read fil
 
 
 MAP_FROM = 1024 * 1024  # buffers from this size on are anonymous maps
+HUGE = 2 * 1024 * 1024  # ... and from this size on, asked to be backed by huge pages
 
 
 def new_block(length: int) -> bytearray | mmap.mmap:
@@ -29,7 +30,12 @@ def new_block(length: int) -> bytearray | mmap.mmap:
     anonymous map: the kernel zero-fills its pages as a read or a GET fills
     them, without the GIL; `bytearray(length)` zero-fills the whole buffer
     holding it (8 MiB stalled the FUSE handlers on the trio thread)."""
-    return mmap.mmap(-1, length) if length >= MAP_FROM else bytearray(length)
+    if length < MAP_FROM:
+        return bytearray(length)
+    buf = mmap.mmap(-1, length, flags=mmap.MAP_PRIVATE)
+    if length >= HUGE and hasattr(mmap, "MADV_HUGEPAGE"):
+        buf.madvise(mmap.MADV_HUGEPAGE)
+    return buf
 
 
 class DataCache(ABC):
