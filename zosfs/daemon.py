@@ -30,6 +30,7 @@ from zosfs.data.read import BlockCache
 from zosfs.data.recovery import recover
 from zosfs.data.staging import Staging
 from zosfs.data.write import WritePath
+from zosfs.fuse_handler import requests_dump
 from zosfs.fuse_ops import Operations
 from zosfs.host import (FAULT_ENV, MountError, injected_faults, return_freed_blocks, rss_bytes, sd_notify, set_read_ahead,
                         task_dump)
@@ -277,7 +278,7 @@ class Mount:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as signals:
             async for signum in signals:
                 if signum == signal.SIGUSR1:
-                    log.warning("tasks (SIGUSR1):\n%s", task_dump())
+                    log.warning("tasks (SIGUSR1):\n%s\nFUSE requests in progress:\n%s", task_dump(), requests_dump())
                     continue
                 log.info("%s: flushing and unmounting", signal.Signals(signum).name)
                 sd_notify("STOPPING=1\nSTATUS=Flushing dirty files before unmount")

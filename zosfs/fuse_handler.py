@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import errno
 import functools
+import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -22,6 +24,33 @@ log = logging.getLogger("zosfs.fuse_ops")  # (the name the log has always shown)
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
+# The FUSE requests being handled: number -> (handler, start, coroutine).
+# pyfuse3 runs each in a task whose frames are Cython's, which trio cannot
+# walk; `requests_dump` walks the handler's own coroutine instead, so that
+# `kill -USR1` says where a request that hangs waits, and for how long.
+RUNNING: dict[int, tuple[str, float, Any]] = {}
+_numbers = itertools.count()
+
+
+def requests_dump() -> str:
+    """Where each FUSE request in progress waits, oldest first (for the
+    task dump of a mount that hangs)."""
+    now = time.monotonic()
+    lines = []
+    for name, start, coro in sorted(RUNNING.values(), key=lambda r: r[1]):
+        ours, last = [], ""
+        while coro is not None and len(ours) < 60:
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if frame is None:
+                break
+            last = f"{frame.f_code.co_name}:{frame.f_lineno}"
+            if "/zosfs/" in frame.f_code.co_filename:
+                ours.append(last)
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        where = " > ".join(ours) + (f" (in {last})" if last and last not in ours[-1:] else "")
+        lines.append(f"  {name} for {now - start:.1f} s: {where}")
+    return "\n".join(lines) or "  (none)"
+
 # Errors that answer what was asked, not failures of the mount.
 ROUTINE_ERRORS = {errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY, errno.ENOTSUP, errno.ENODATA}
 
@@ -31,8 +60,11 @@ def handler(fn: F) -> F:
 
     @functools.wraps(fn)
     async def wrapper(self: Any, *args: Any) -> Any:
+        coro = fn(self, *args)
+        number = next(_numbers)
+        RUNNING[number] = (fn.__name__, time.monotonic(), coro)
         try:
-            return await fn(self, *args)
+            return await coro
         except pyfuse3.FUSEError:
             raise
         except FsError as err:
@@ -48,5 +80,7 @@ def handler(fn: F) -> F:
         except Exception:
             log.exception("internal error in %s; answering EIO", fn.__name__)
             raise pyfuse3.FUSEError(errno.EIO) from None
+        finally:
+            del RUNNING[number]
 
     return wrapper  # type: ignore[return-value]

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.support.faultproxy import FaultProxy, Rule
-from tests.support.mount import ZosfsMount
+from tests.support.mount import ZosfsMount, wait_until
 from tests.support.objects import get, pattern
 
 MiB = 1024 * 1024
@@ -253,3 +253,31 @@ def test_a_stalled_server_turns_into_eio_within_write_deadline(
         assert get(s3, bucket, "f") == old
     m2.unmount()
     assert staging_journals(m2) == []
+
+
+def test_sigusr1_says_where_each_fuse_request_waits(
+    bucket: str, s3: Any, proxy: FaultProxy, make_mount: Any
+) -> None:
+    """A request that hangs must be diagnosable: `kill -USR1` logs each FUSE
+    request in progress, how long it has run and where it waits (pyfuse3's
+    own tasks show only its Cython frames)."""
+    data = pattern(3 * MiB, 2)
+    s3.put_object(Bucket=bucket, Key="held", Body=data)
+    m = make_mount(bucket, endpoint=proxy.endpoint, check_log=False)
+    assert (m.path / "held").stat().st_size == len(data)
+    stall = proxy.add_rule(Rule(op="GetObject", stall=True))
+    reader = subprocess.Popen(["cat", str(m.path / "held")], stdout=subprocess.PIPE)
+    try:
+        assert wait_until(lambda: stall.fired >= 1, timeout=10)
+        time.sleep(0.5)
+        m.signal(10)  # SIGUSR1
+        assert wait_until(lambda: "FUSE requests in progress:" in m.log_text(), timeout=10), m.tail(20)
+        dump = m.log_text().split("FUSE requests in progress:")[-1]
+        reads = [ln for ln in dump.splitlines() if ln.startswith("  read for ")]  # (the kernel reads ahead too)
+        assert reads, dump
+        assert float(reads[0].split()[2]) >= 0.5, reads[0]
+        assert any("_load:" in ln and " > " in ln for ln in reads), dump  # (down to the block's GET)
+    finally:
+        proxy.remove_rule(stall)  # (the held GET is reset and sent again)
+        out, _ = reader.communicate(timeout=60)
+    assert out == data
