@@ -177,7 +177,7 @@ class Options:
     append_header: str = opt("x-rgw-next-append-position", "Response header that carries the next append position.")
     list_api: str = opt("auto", "ListObjects version: `v2`, `v1` (marker paging, the one the ZOS SDK manual documents), or `auto`: V2 unless the endpoint shows at mount, or in any answer, that it does not honour it.", parse_choice("auto", "v1", "v2"))
     connect_timeout: float = opt(10.0, "Seconds to wait for a connection (TLS handshake included), and at mount time for the bucket's first answer.")
-    read_timeout: float = opt(60.0, "Seconds to wait for an answer before the request fails or is retried.")
+    read_timeout: float = opt(60.0, "Seconds to wait for an answer, or for the server to take more of a request body, before the request fails or is retried.")
     retries: int = opt(5, "Attempts per idempotent request (with backoff and jitter).", parse_positive_int)
     # Logging
     log_level: str = opt("info", "Log level: debug, info, warning, error.", parse_choice("debug", "info", "warning", "error"))
