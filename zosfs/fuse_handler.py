@@ -51,6 +51,7 @@ def requests_dump() -> str:
         lines.append(f"  {name} for {now - start:.1f} s: {where}")
     return "\n".join(lines) or "  (none)"
 
+
 # Errors that answer what was asked, not failures of the mount.
 ROUTINE_ERRORS = {errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY, errno.ENOTSUP, errno.ENODATA}
 
