@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -24,12 +23,11 @@ log = logging.getLogger("zosfs.fuse_ops")  # (the name the log has always shown)
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
-# The FUSE requests being handled: number -> (handler, start, coroutine).
+# The FUSE requests being handled: id of the handler's coroutine -> (handler, start, coroutine).
 # pyfuse3 runs each in a task whose frames are Cython's, which trio cannot
 # walk; `requests_dump` walks the handler's own coroutine instead, so that
 # `kill -USR1` says where a request that hangs waits, and for how long.
 RUNNING: dict[int, tuple[str, float, Any]] = {}
-_numbers = itertools.count()
 
 
 def requests_dump() -> str:
@@ -62,8 +60,7 @@ def handler(fn: F) -> F:
     @functools.wraps(fn)
     async def wrapper(self: Any, *args: Any) -> Any:
         coro = fn(self, *args)
-        number = next(_numbers)
-        RUNNING[number] = (fn.__name__, time.monotonic(), coro)
+        RUNNING[id(coro)] = (fn.__name__, time.monotonic(), coro)
         try:
             return await coro
         except pyfuse3.FUSEError:
@@ -82,6 +79,6 @@ def handler(fn: F) -> F:
             log.exception("internal error in %s; answering EIO", fn.__name__)
             raise pyfuse3.FUSEError(errno.EIO) from None
         finally:
-            del RUNNING[number]
+            del RUNNING[id(coro)]
 
     return wrapper  # type: ignore[return-value]

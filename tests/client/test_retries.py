@@ -5,10 +5,13 @@ blindly, so its bytes land exactly once whatever failed."""
 from __future__ import annotations
 
 import errno
+import os
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+import trio
 
 from tests.support.client import client_config, md5, run_client
 from tests.support.faultproxy import FaultProxy, Rule
@@ -132,11 +135,6 @@ def test_a_server_that_stops_reading_the_body_times_the_request_out(proxy, bucke
     like any other wait, never hold its caller (a FUSE request) forever: the
     body is larger than the loopback socket buffers, so it cannot all be
     sent before the server reads."""
-    import os
-    import time
-
-    import trio
-
     stall = proxy.add_rule(Rule(op=op, stall=True))
     body = os.urandom(48 * 1024 * 1024)
 
