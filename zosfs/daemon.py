@@ -30,7 +30,7 @@ from zosfs.data.read import BlockCache
 from zosfs.data.recovery import recover
 from zosfs.data.staging import Staging
 from zosfs.data.write import WritePath
-from zosfs.fuse_handler import requests_dump
+from zosfs.fuse_handler import requests_dump, watch_slow
 from zosfs.fuse_ops import Operations
 from zosfs.host import (FAULT_ENV, MountError, injected_faults, return_freed_blocks, rss_bytes, sd_notify, set_read_ahead,
                         task_dump)
@@ -176,6 +176,8 @@ class Mount:
                     ns.nursery = reads.nursery = writes.nursery = nursery
                     nursery.start_soon(self._announce, on_ready)
                     nursery.start_soon(self._signals, writes)
+                    if self.opts.slow_request > 0:
+                        nursery.start_soon(watch_slow, self.opts.slow_request)
                     nursery.start_soon(ns.deletes.run)
                     nursery.start_soon(ns.dir_times.run)
                     if feed is not None:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pyfuse3
+import trio
 
 from zosfs.fserror import FsError
 from zosfs.zos import ZosError
@@ -23,20 +24,19 @@ log = logging.getLogger("zosfs.fuse_ops")  # (the name the log has always shown)
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
-# The FUSE requests being handled: id of the handler's coroutine -> (handler, start, coroutine).
-# pyfuse3 runs each in a task whose frames are Cython's, which trio cannot
-# walk; `requests_dump` walks the handler's own coroutine instead, so that
-# `kill -USR1` says where a request that hangs waits, and for how long.
-RUNNING: dict[int, tuple[str, float, Any]] = {}
+class Request:
+    """A FUSE request being handled (the entries of RUNNING)."""
 
+    __slots__ = ("coro", "name", "reported", "start")
 
-def requests_dump() -> str:
-    """Where each FUSE request in progress waits, oldest first (for the
-    task dump of a mount that hangs)."""
-    now = time.monotonic()
-    lines = []
-    for name, start, coro in sorted(RUNNING.values(), key=lambda r: r[1]):
-        ours, last = [], ""
+    def __init__(self, name: str, coro: Any) -> None:
+        self.name, self.start, self.coro = name, time.monotonic(), coro
+        self.reported = False  # logged by `report_slow` while it ran
+
+    def where(self) -> str:
+        """The chain of zosfs calls the request waits in, outermost first."""
+        coro, last = self.coro, ""
+        ours: list[str] = []
         while coro is not None and len(ours) < 60:
             frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
             if frame is None:
@@ -45,9 +45,43 @@ def requests_dump() -> str:
             if "/zosfs/" in frame.f_code.co_filename:
                 ours.append(last)
             coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-        where = " > ".join(ours) + (f" (in {last})" if last and last not in ours[-1:] else "")
-        lines.append(f"  {name} for {now - start:.1f} s: {where}")
+        return " > ".join(ours) + (f" (in {last})" if last and last not in ours[-1:] else "")
+
+
+# The FUSE requests being handled, by id of the handler's coroutine.
+# pyfuse3 runs each in a task whose frames are Cython's, which trio cannot
+# walk; `Request.where` walks the handler's own coroutine instead, so that
+# `kill -USR1` and the slow-request watch say where a request waits.
+RUNNING: dict[int, Request] = {}
+
+
+def requests_dump() -> str:
+    """Where each FUSE request in progress waits, oldest first (for the
+    task dump of a mount that hangs)."""
+    now = time.monotonic()
+    lines = [f"  {r.name} for {now - r.start:.1f} s: {r.where()}"
+             for r in sorted(RUNNING.values(), key=lambda r: r.start)]
     return "\n".join(lines) or "  (none)"
+
+
+def report_slow(older_than: float) -> int:
+    """Log, once each, the requests running for longer than `older_than`
+    seconds and where they wait; the number logged now."""
+    now = time.monotonic()
+    slow = [r for r in RUNNING.values() if not r.reported and now - r.start > older_than]
+    for r in slow:
+        r.reported = True
+        log.warning("FUSE %s still running after %.1f s (a slow server, or a hang): waiting in %s",
+                    r.name, now - r.start, r.where())
+    return len(slow)
+
+
+async def watch_slow(older_than: float) -> None:
+    """Look for slow requests (`report_slow`) every quarter of `older_than`
+    (at least every 5 s): a hang is in the log without anyone asking."""
+    while True:
+        await trio.sleep(min(max(older_than / 4, 0.05), 5.0))
+        report_slow(older_than)
 
 
 # Errors that answer what was asked, not failures of the mount.
@@ -60,7 +94,7 @@ def handler(fn: F) -> F:
     @functools.wraps(fn)
     async def wrapper(self: Any, *args: Any) -> Any:
         coro = fn(self, *args)
-        RUNNING[id(coro)] = (fn.__name__, time.monotonic(), coro)
+        RUNNING[id(coro)] = request = Request(fn.__name__, coro)
         try:
             return await coro
         except pyfuse3.FUSEError:
@@ -80,5 +114,7 @@ def handler(fn: F) -> F:
             raise pyfuse3.FUSEError(errno.EIO) from None
         finally:
             del RUNNING[id(coro)]
+            if request.reported:
+                log.warning("FUSE %s ended after %.1f s", fn.__name__, time.monotonic() - request.start)
 
     return wrapper  # type: ignore[return-value]

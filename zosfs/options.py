@@ -181,6 +181,7 @@ class Options:
     retries: int = opt(5, "Attempts per idempotent request (with backoff and jitter).", parse_positive_int)
     # Logging
     log_level: str = opt("info", "Log level: debug, info, warning, error.", parse_choice("debug", "info", "warning", "error"))
+    slow_request: float = opt(30.0, "A FUSE request still running after this many seconds is logged as a warning, once, with where it waits (as `kill -USR1` shows it), and its end too; 0: never.")
     log_file: str = opt("", "Log to this file instead of stderr (foreground) or syslog (background; without a syslog socket, `CACHE_DIR/log/BUCKET-HASH.log`, rotated at 4 MiB).")
     config: str = opt("", "Read further `name=value` options from this file (one per line, `#` comments).")
 

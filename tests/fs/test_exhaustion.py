@@ -281,3 +281,32 @@ def test_sigusr1_says_where_each_fuse_request_waits(
         proxy.remove_rule(stall)  # (the held GET is reset and sent again)
         out, _ = reader.communicate(timeout=60)
     assert out == data
+
+
+def test_a_request_that_runs_long_is_logged_with_where_it_waits_without_asking(
+    bucket: str, s3: Any, proxy: FaultProxy, make_mount: Any
+) -> None:
+    """A hang must be in the log while it happens, not only when someone
+    thinks of `kill -USR1`: a FUSE request still running after slow_request
+    is logged once, with where it waits, and its end is logged too."""
+    data = pattern(3 * MiB, 3)
+    s3.put_object(Bucket=bucket, Key="held", Body=data)
+    m = make_mount(bucket, endpoint=proxy.endpoint, options={"slow_request": "0.5"})
+    assert (m.path / "held").stat().st_size == len(data)
+    stall = proxy.add_rule(Rule(op="GetObject", stall=True))
+    reader = subprocess.Popen(["cat", str(m.path / "held")], stdout=subprocess.PIPE)
+    try:
+        assert wait_until(lambda: "FUSE read still running after" in m.log_text(), timeout=10), m.tail(20)
+        time.sleep(1.5)  # (three more looks at the running requests)
+        slow = [ln for ln in m.log_text().splitlines() if "FUSE read still running after" in ln]
+        assert any("_load:" in ln and " > " in ln for ln in slow), slow  # (down to the block's GET)
+        # Once per request: the kernel's read-ahead may have a few reads waiting, not one line per look.
+        assert len(slow) <= 4, slow
+        assert "FUSE read ended after" not in m.log_text()
+    finally:
+        proxy.remove_rule(stall)  # (the held GET is reset and sent again)
+        out, _ = reader.communicate(timeout=60)
+    assert out == data
+    assert wait_until(lambda: "FUSE read ended after" in m.log_text(), timeout=10), m.tail(20)
+    ended = [ln for ln in m.log_text().splitlines() if "FUSE read ended after" in ln]
+    assert float(ended[0].split("ended after ")[1].split()[0]) >= 2.0, ended
