@@ -30,7 +30,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from tests.bench import peers, report
+from tests.bench import disk, peers, report
 from tests.bench.contenders import CONTENDERS, DEFAULT, Contender, Endpoint, Mount, Peer, Zosfs
 from tests.bench.context import Context, DataError, Sizes, Sources
 from tests.bench.workloads import Workload, workloads
@@ -84,7 +84,7 @@ class Results:
         self.problems: list[str] = []
         self.skipped: list[dict[str, Any]] = []   # repeat runs the time budget left out
         self.rss: dict[str, dict[str, int]] = {}   # workload -> contender -> peak RSS bytes
-        self.disk_read: float | None = None   # MiB/s of the work directory's disk (report.disk_read)
+        self.disk: dict[str, float] = {}   # MiB/s of the work directory's disk (disk.probe)
 
     def entry(self, metric: str, who: str) -> dict[str, Any]:
         return self.metrics[metric]["contenders"].setdefault(
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         sources = Sources(srcdir, sizes)
         ctx = Context(endpoint, workdir, sources, sizes, log)
         results = Results(selected, contenders)
-        results.disk_read = report.disk_read(workdir, sizes.big)
+        results.disk = disk.probe(workdir, sizes.big)
         results.rss = ctx.rss
         run_all(ctx, selected, contenders, results, args, started + 60 * args.budget)
     except KeyboardInterrupt:
@@ -298,7 +298,8 @@ def write_results(results: Results, args: argparse.Namespace, folder: Path, star
         "machine": report.machine(versions),
         "load_before": load_before,
         "load_after": report.loadavg(),
-        "disk_read": results.disk_read,
+        "disk_read": results.disk.get("read"),
+        "disk_read_writing": results.disk.get("read_while_writing"),
         "contenders": contenders,
         "metrics": [m for m in results.metrics.values() if m["contenders"]],
         "rss": results.rss,

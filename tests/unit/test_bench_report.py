@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from tests.bench import disk
 from tests.bench.report import build, targets
 
 MiB = 1 << 20
@@ -83,3 +85,24 @@ def test_the_remount_target_names_the_disk_s_own_read_speed() -> None:
     res["disk_read"] = 1500.0
     (text,) = [text for target, text, _ in targets(res) if target.startswith("read after a remount")]
     assert "the disk itself reads 1,500 MiB/s (2.50 x own cold)" in text
+
+
+def test_the_cold_read_targets_name_the_disk_s_read_speed_while_it_writes() -> None:
+    """A cold read that fills the disk cache shares the disk with the OSD that
+    serves it: each cold-read target names that ceiling, measured in the same
+    run, as a ratio to boto3; the other targets do not."""
+    res = results({"par_read": {"zosfs": 560.0, "boto3": 740.0}, "seq_write": {"zosfs": 250.0, "boto3": 290.0}})
+    res["disk_read_writing"] = 592.0
+    texts = {target: text for target, text, _ in targets(res)}
+    (par,) = [text for target, text in texts.items() if target.startswith("parallel cold read")]
+    assert par.endswith("; the disk reads 592 MiB/s while writing as much (0.800 x boto3)"), par
+    (write,) = [text for target, text in texts.items() if target.startswith("sequential write")]
+    assert "while writing" not in write
+
+
+def test_the_disk_probe_measures_a_read_alone_and_a_read_beside_a_write(tmp_path: Path) -> None:
+    """Both ceilings come out as MiB/s, and the probe leaves no file behind."""
+    speeds = disk.probe(tmp_path, 16 * MiB)
+    assert set(speeds) == {"read", "read_while_writing"}
+    assert all(v > 1 for v in speeds.values()), speeds
+    assert list(tmp_path.iterdir()) == []
