@@ -40,7 +40,12 @@ log = logging.getLogger(__name__)
 RANDOM_ALIGN = 64 * 1024
 ADOPT_WAIT = 30.0  # seconds a reader waits for another's check of older cached blocks
 MAX_IN_FLIGHT = 8  # block GETs at once, for all readers together (more do not read faster)
-SPARE_BUFFERS = 2  # evicted block buffers kept for reuse (memory beyond the budget)
+# Evicted block buffers kept for reuse (memory beyond the budget): this many,
+# plus one for each block being loaded (whose room, reserved before it is
+# read, was most often made by evicting a block: that buffer is the one it
+# fills). With two only, a burst of seven loads had five zero-filled anew:
+# a read from the disk cache after a remount spent a fifth of its CPU on it.
+SPARE_BUFFERS = 2
 
 
 class _Fetch:
@@ -67,6 +72,7 @@ class BlockCache:
         # budget (reserved before the GET): held plus in flight never exceed it.
         self.slots = trio.Semaphore(max(2, min(MAX_IN_FLIGHT, budget // block_size - 1)))
         self.spare: list[bytearray | mmap.mmap] = []  # evicted block buffers, for the next GETs and disk reads
+        self.loading = 0  # blocks in `_load`: from their room's reservation to their arrival
         self.memory = MemoryCache(budget, self._recycle)
         self.disk: DataCache = disk or NoCache()
         self.cache: DataCache = MultiLevelCache(self.memory, self.disk) if disk is not None else self.memory
@@ -285,6 +291,7 @@ class BlockCache:
         # disk or fetched (evicting first: a recycled buffer may come of it).
         # No waiting for the disk tier to catch up with its writes: a GET is
         # never slowed by the disk.
+        self.loading += 1
         self.memory.reserve(end - start)
         reserved = True
         try:
@@ -310,6 +317,8 @@ class BlockCache:
                 self._recycle(buf, callers=1)
                 raise
         finally:
+            self.loading -= 1
+            del self.spare[SPARE_BUFFERS + self.loading :]  # (beyond what the loads still running may use)
             if reserved:
                 self.memory.release(end - start)
         if prefix is not None:
@@ -330,12 +339,13 @@ class BlockCache:
         read). Only if no reader still holds it (a memoryview of it in flight
         to the kernel, a GET still filling it, or a disk write, holds a
         reference), and at most a few. `callers`: the references our callers
-        hold (the memory tier's eviction, or a failed GET's frame)."""
+        hold (the memory tier's eviction, or a failed GET's frame). At most
+        SPARE_BUFFERS, plus one per block being loaded."""
         if (
             isinstance(buf, (bytearray, mmap.mmap))
             and len(buf) == self.block_size
             and sys.getrefcount(buf) <= callers + 2  # (+ our argument, getrefcount's own)
-            and len(self.spare) < SPARE_BUFFERS
+            and len(self.spare) < SPARE_BUFFERS + self.loading
         ):
             self.spare.append(buf)
 
