@@ -64,16 +64,15 @@ def requests_dump() -> str:
     return "\n".join(lines) or "  (none)"
 
 
-def report_slow(older_than: float) -> int:
+def report_slow(older_than: float) -> None:
     """Log, once each, the requests running for longer than `older_than`
-    seconds and where they wait; the number logged now."""
+    seconds and where they wait."""
     now = time.monotonic()
     slow = [r for r in RUNNING.values() if not r.reported and now - r.start > older_than]
     for r in slow:
         r.reported = True
         log.warning("FUSE %s still running after %.1f s (a slow server, or a hang): waiting in %s",
                     r.name, now - r.start, r.where())
-    return len(slow)
 
 
 async def watch_slow(older_than: float) -> None:

@@ -22,6 +22,8 @@ import threading
 import time
 from pathlib import Path
 
+from tests.bench.contenders import drop_caches
+
 MiB = 1 << 20
 PIECE = 8 * MiB
 
@@ -52,12 +54,6 @@ def _read(path: Path, count: int) -> float:
         buf.close()
 
 
-def _drop_caches() -> None:
-    os.sync()
-    with open("/proc/sys/vm/drop_caches", "w", encoding="ascii") as f:
-        f.write("3")
-
-
 def probe(directory: Path, size: int) -> dict[str, float]:
     """MiB/s of `read` and `read_while_writing` (module docstring); empty
     if the disk's filesystem refuses O_DIRECT or anything else fails."""
@@ -67,11 +63,10 @@ def probe(directory: Path, size: int) -> dict[str, float]:
     buf.write(os.urandom(PIECE))  # (random: no layer under the disk can compress it away)
     try:
         _write(source, buf, count)
-        _drop_caches()
+        drop_caches()
         alone = _read(source, count)
-        _drop_caches()
-        writer_seconds: list[float] = []
-        writer = threading.Thread(target=lambda: writer_seconds.append(_write(sink, buf, count)))
+        drop_caches()
+        writer = threading.Thread(target=_write, args=(sink, buf, count))
         writer.start()
         try:
             mixed = _read(source, count)

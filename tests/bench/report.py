@@ -181,6 +181,19 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
+def disk_sentence(results: dict[str, Any]) -> str:
+    """What the disk probe (disk.py) measured, for the machine line; empty if it measured nothing."""
+    if not results.get("disk_read"):
+        return ""
+    text = (f" The disk under the work directory (every contender's cache, and the OSD's data) reads "
+            f"{results['disk_read']:.0f} MiB/s (1 GiB with O_DIRECT)")
+    if results.get("disk_read_writing"):
+        text += (f", and {results['disk_read_writing']:.0f} MiB/s while as much is written to it at once (the "
+                 "ceiling of a cold read that fills a disk cache: the OSD reads each byte from the disk the cache "
+                 "writes it to)")
+    return text + "."
+
+
 def markdown(results: dict[str, Any]) -> str:
     names = list(results["contenders"])   # in CONTENDERS order: zosfs first, boto3 last
     others = [n for n in names if n != "zosfs"] if "zosfs" in names else []   # ratio columns
@@ -196,12 +209,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"Ceph {m['ceph']} (local RGW, one bluestore OSD on a file, on the same machine); Python {m['python']}; "
         + "; ".join(f"{name} {results['contenders'][name]['version']}" for name in names)
         + f". Load average {results['load_before']} before, {results['load_after']} after."
-        + (f" The disk under the work directory (every contender's cache, and the OSD's data) reads "
-           f"{results['disk_read']:.0f} MiB/s (1 GiB with O_DIRECT)" if results.get("disk_read") else "")
-        + (f", and {results['disk_read_writing']:.0f} MiB/s while as much is written to it at once (the ceiling "
-           "of a cold read that fills a disk cache: the OSD reads each byte from the disk the cache writes it to)"
-           if results.get("disk_read") and results.get("disk_read_writing") else "")
-        + ("." if results.get("disk_read") else ""),
+        + disk_sentence(results),
         "",
         "Each cell: median [min–max] (n = values measured). Ratio columns: zosfs's median divided by the "
         "other's, in the row's unit (MiB/s, files/s, reads/s: higher is better; s, ms: lower is better).",
