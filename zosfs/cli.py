@@ -284,18 +284,20 @@ def mount(argv: list[str]) -> int:
     creds = _credentials(opts, source.bucket)
 
     from zosfs.host import MountError, check_mountpoint
-    from zosfs.logs import log_destination, setup_logging
+    from zosfs.logs import LogError, log_destination, open_log_file, setup_logging
 
-    setup_logging(opts, source, foreground=True, secrets=[creds.secret_key])
     try:
+        setup_logging(opts, source, foreground=True, secrets=[creds.secret_key])
         warnings = check_mountpoint(a.mountpoint)
-    except MountError as err:
+        where = log_destination(opts, source, foreground=a.foreground)
+        if where not in ("syslog", "stderr"):
+            open_log_file(opts, where)
+    except (MountError, LogError) as err:
         fail(str(err))
     for text in warnings:
         print(f"zosfs: warning: {text}", file=sys.stderr)
     if a.foreground:
         return _serve(opts, source, a.mountpoint, creds, foreground=True, pipe=None)
-    where = log_destination(opts, source, foreground=False)
     if where != "syslog" and not opts.log_file:
         print(f"zosfs: no syslog socket here: the daemon logs to {where}", file=sys.stderr)
     return _daemonize(opts, source, a.mountpoint, creds, where)
@@ -323,11 +325,8 @@ def _serve(opts, source, mountpoint, creds, *, foreground: bool, pipe: ReadyPipe
 
     from zosfs.daemon import Mount
     from zosfs.host import MountError
-    from zosfs.logs import setup_logging
+    from zosfs.logs import LogError, setup_logging
     from zosfs.zos import ZosError
-
-    where = setup_logging(opts, source, foreground=foreground, secrets=[creds.secret_key])
-    m = Mount(opts, source, mountpoint, creds, log_where=where)
 
     def ready() -> None:
         if pipe is not None:
@@ -340,8 +339,10 @@ def _serve(opts, source, mountpoint, creds, *, foreground: bool, pipe: ReadyPipe
             print(f"zosfs: warning: {text}", file=sys.stderr)
 
     try:
+        where = setup_logging(opts, source, foreground=foreground, secrets=[creds.secret_key])
+        m = Mount(opts, source, mountpoint, creds, log_where=where)
         return trio.run(m.run, ready, warn)
-    except (ZosError, MountError) as err:
+    except (ZosError, MountError, LogError) as err:
         message = err.message if isinstance(err, ZosError) else str(err)
         if pipe is not None:
             pipe.send("err", message)

@@ -1,9 +1,12 @@
 """Where the access key and secret come from, and keeping the secret safe.
 
-In this order: the `access_key` option with a secret from the environment;
-the environment (`ZOS_ACCESS_KEY_ID`/`ZOS_SECRET_ACCESS_KEY`, then
-`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`); the `credentials=FILE` option;
-then the default files `~/.passwd-zosfs`, `/etc/passwd-zosfs` and the AWS
+In this order: the `credentials=FILE` option (what the mount's own command
+line or fstab line names wins, as s3fs's `passwd_file` does: credentials
+left in a shell's environment for another account must not silently replace
+it, nor let a file others can read pass unrefused); the `access_key` option
+with a secret from the environment; the environment
+(`ZOS_ACCESS_KEY_ID`/`ZOS_SECRET_ACCESS_KEY`, then
+`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`); then the default files `~/.passwd-zosfs`, `/etc/passwd-zosfs` and the AWS
 shared credentials file. A file may be in s3fs's passwd format (`ACCESS:SECRET`,
 or `BUCKET:ACCESS:SECRET` lines) or in the AWS INI format with profiles.
 
@@ -40,11 +43,11 @@ def default_files(env: Mapping[str, str]) -> list[str]:
 
 def resolve(access_key: str, credentials_file: str, profile: str, bucket: str, env: Mapping[str, str]) -> Credentials:
     """Find credentials (see the module docstring); raises CredentialsError."""
+    if credentials_file:
+        return read_file(credentials_file, profile, bucket, access_key)
     for ak_name, sk_name in (("ZOS_ACCESS_KEY_ID", "ZOS_SECRET_ACCESS_KEY"), ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")):
         if env.get(sk_name) and (access_key or env.get(ak_name)):
             return Credentials(access_key or env[ak_name], env[sk_name], env.get("AWS_SESSION_TOKEN"), f"environment ({sk_name})")
-    if credentials_file:
-        return read_file(credentials_file, profile, bucket, access_key)
     for path in default_files(env):
         if os.path.exists(path):
             return read_file(path, profile, bucket, access_key)

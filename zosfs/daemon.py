@@ -133,7 +133,7 @@ class Mount:
             await self._check_prefix(zos, on_warning)
             state = state_name(opts, self.source)
             metacache = MetaCache(os.path.join(opts.cache_dir, "meta", state + ".sqlite"))
-            staging = Staging(os.path.join(opts.staging_dir, state), opts.staging_size)
+            staging = _staging(os.path.join(opts.staging_dir, state), opts.staging_size)
             # What a daemon that stopped left behind, recovered in the background (below).
             if staging.exclusive:
                 staging.remove_unfinished()  # (files a killed daemon was making, never written)
@@ -341,3 +341,13 @@ def make_views(zos: ZosClient, opts: Options, root_prefix: str, versioning: str 
     if opts.image_view != "off":
         views.add_view(ImageView(zos, root_prefix, opts.attr_timeout), shown=opts.image_view == "shown")
     return views
+
+
+def _staging(directory: str, budget: int) -> Staging:
+    """The mount's staging area; MountError (one line, before anything is
+    mounted) if its directory cannot be made or locked."""
+    try:
+        return Staging(directory, budget)
+    except OSError as err:
+        raise MountError(f"cannot use the staging directory {directory}: {err.strerror or err} "
+                         "(check staging_dir, or cache_dir)") from None

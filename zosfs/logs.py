@@ -16,6 +16,10 @@ from zosfs.options import Options
 from zosfs.source import Source, state_name
 
 
+class LogError(Exception):
+    """The log cannot be written where it should go; one line for the user."""
+
+
 class RedactFilter(logging.Filter):
     """Defence in depth: should a secret ever reach a log message, mask it."""
 
@@ -58,13 +62,30 @@ def log_destination(opts: Options, source: Source, foreground: bool) -> str:
     return os.path.join(opts.cache_dir, "log", state_name(opts, source) + ".log")
 
 
+def open_log_file(opts: Options, where: str) -> None:
+    """Make sure the log file `where` can be written (creating the default
+    file's directory); LogError says why not. The command line calls it
+    before a background daemon detaches, whose failures nobody would see."""
+    try:
+        if where != opts.log_file:
+            os.makedirs(os.path.dirname(where), mode=0o700, exist_ok=True)
+        with open(where, "a"):
+            pass
+    except OSError as err:
+        hint = "check log_file" if where == opts.log_file else "check cache_dir, or set log_file"
+        raise LogError(f"cannot write the log file {where}: {err.strerror or err} ({hint})") from None
+
+
 def setup_logging(opts: Options, source: Source, foreground: bool, secrets: list[str]) -> str:
-    """Send the log to `log_destination` and return it."""
+    """Send the log to `log_destination` and return it; LogError if it is a
+    file that cannot be written."""
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
     where = log_destination(opts, source, foreground)
     handler: logging.Handler
+    if where not in ("syslog", "stderr"):
+        open_log_file(opts, where)
     if where == "syslog":
         handler = logging.handlers.SysLogHandler(address=syslog_socket(), facility=logging.handlers.SysLogHandler.LOG_DAEMON)
         handler.setFormatter(logging.Formatter("zosfs[%(process)d]: %(levelname)s %(name)s: %(message)s"))
@@ -75,7 +96,6 @@ def setup_logging(opts: Options, source: Source, foreground: bool, secrets: list
         handler = logging.FileHandler(where)
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
     else:
-        os.makedirs(os.path.dirname(where), mode=0o700, exist_ok=True)
         handler = logging.handlers.RotatingFileHandler(where, maxBytes=LOG_FILE_SIZE, backupCount=LOG_FILE_BACKUPS)
         handler.setFormatter(logging.Formatter("%(asctime)s zosfs[%(process)d] %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactFilter(secrets))

@@ -10,6 +10,7 @@ configuration: the daemon builds one `Options` and passes it down.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -46,28 +47,41 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"not a yes/no value: {text!r}")
 
 
-def parse_octal(text: str) -> int:
+def _number(text: str, convert: Callable[[str], Any], what: str) -> Any:
+    """`convert(text)`, or ValueError naming what was expected."""
     try:
-        return int(text, 8)
+        return convert(text)
     except ValueError:
-        raise ValueError(f"not an octal mode: {text!r}") from None
+        raise ValueError(f"not {what}: {text!r}") from None
+
+
+def parse_octal(text: str) -> int:
+    return int(_number(text, lambda t: int(t, 8), "an octal mode"))
 
 
 def parse_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"not a number of seconds: {text!r}") from None
+    value = float(_number(text, float, "a number of seconds"))
+    if not math.isfinite(value):  # (nan would pass every comparison below; inf overflows timeouts)
+        raise ValueError(f"not a number of seconds: {text!r}")
     if value < 0:
         raise ValueError("must not be negative")
     return value
 
 
+def parse_int(text: str) -> int:
+    return int(_number(text, int, "a whole number"))
+
+
+def parse_id(text: str) -> int:
+    """A user or group id: 0 to 4294967294 (-1 is "unset" in 32 bits)."""
+    value = int(_number(text, int, "a numeric id"))
+    if not 0 <= value < 2**32 - 1:
+        raise ValueError(f"not a valid id: {value} (0 to {2**32 - 2})")
+    return value
+
+
 def parse_positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"not a whole number: {text!r}") from None
+    value = parse_int(text)
     if value < 1:
         raise ValueError("must be at least 1")
     return value
@@ -106,7 +120,7 @@ def opt(default: Any, help: str, parse: Callable[[str], Any] | None = None, show
     return dataclasses.field(default=default, metadata={"help": help, "parse": parse, "shown": shown})
 
 
-_PARSE_BY_TYPE: dict[str, Callable[[str], Any]] = {"str": str, "bool": parse_bool, "int": int, "float": parse_seconds}
+_PARSE_BY_TYPE: dict[str, Callable[[str], Any]] = {"str": str, "bool": parse_bool, "int": parse_int, "float": parse_seconds}
 
 
 @dataclass(frozen=True)
@@ -127,8 +141,8 @@ class Options:
     # Mount
     allow_other: bool = opt(False, "Let users other than the one who mounted use the mount.")
     ro: bool = opt(False, "Mount read-only.")
-    uid: int = opt(-1, "Owner of objects that carry no uid metadata.", shown="mounting user")
-    gid: int = opt(-1, "Group of objects that carry no gid metadata.", shown="mounting group")
+    uid: int = opt(-1, "Owner of objects that carry no uid metadata.", parse_id, "mounting user")
+    gid: int = opt(-1, "Group of objects that carry no gid metadata.", parse_id, "mounting group")
     umask: int | None = opt(None, "Umask for objects that carry no mode metadata (files 0666, dirs 0777 before it); not given: files 0644, directories 0750 (as s3fs shows them), the mount's root 0755.", parse_octal, "none")
     compat_dir: bool = opt(False, "Also find an empty directory marked only by `dir_$folder$` when its name is looked up in a directory not listed yet (one more HEAD per such lookup, as s3fs's `compat_dir`); listings show such directories without it.")
     no_metadata: bool = opt(False, "Never read per-object metadata: modes, owners and times come from the defaults and LastModified (fast listings for plain data buckets).")

@@ -26,7 +26,12 @@ class Source:
         bucket = bucket.strip()
         if not bucket or "/" in bucket or len(bucket) > 255:
             raise ValueError(f"not a bucket name: {bucket!r} (expected BUCKET or BUCKET:/PREFIX)")
-        prefix = "/".join(p for p in prefix.split("/") if p)
+        parts = [p for p in prefix.split("/") if p]
+        if any(p in (".", "..") for p in parts):
+            # (Keys under such a prefix are not names (Semantics: Names), and
+            # HTTP software on the way may resolve the segments in the URL.)
+            raise ValueError(f"prefix {prefix!r}: '.' and '..' are not allowed in a prefix")
+        prefix = "/".join(parts)
         return cls(bucket, prefix + "/" if prefix else "")
 
     def __str__(self) -> str:

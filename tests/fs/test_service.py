@@ -183,12 +183,17 @@ def test_sigterm_during_a_large_write_leaves_the_complete_file(mnt: ZosfsMount, 
     assert len(body) == len(data) and body == data
 
 
-def test_world_readable_credentials_file_is_refused(rgw: LocalRGW, bucket: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("environment", ["none", "valid"])
+def test_world_readable_credentials_file_is_refused(rgw: LocalRGW, bucket: str, tmp_path: Path, environment: str) -> None:
+    # (With valid credentials in the environment too: the file the mount
+    # names wins, as s3fs's passwd_file does, so it is checked all the same.)
     mountpoint = tmp_path / "x"
     mountpoint.mkdir()
     creds = credentials_file(tmp_path, mode=0o644)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ZOS_"))}
     env["HOME"] = str(tmp_path)
+    if environment == "valid":
+        env.update(AWS_ACCESS_KEY_ID=MAIN_USER.access_key, AWS_SECRET_ACCESS_KEY=MAIN_USER.secret_key)
     result = subprocess.run([ZOSFS, bucket, str(mountpoint), "-f", "-o", f"endpoint={rgw.endpoint},credentials={creds}"],
                             capture_output=True, text=True, env=env, timeout=30)
     assert result.returncode == 1
@@ -196,6 +201,34 @@ def test_world_readable_credentials_file_is_refused(rgw: LocalRGW, bucket: str, 
     assert MAIN_USER.secret_key not in result.stderr
     assert mount_type(mountpoint) is None
     assert stat.S_IMODE(creds.stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("foreground", [False, True])
+def test_unusable_local_paths_give_one_line_and_no_mount(rgw: LocalRGW, bucket: str, tmp_path: Path,
+                                                         foreground: bool) -> None:
+    mountpoint = tmp_path / "x"
+    mountpoint.mkdir()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    base = f"endpoint={rgw.endpoint},credentials={credentials_file(tmp_path)}"
+    cases = [
+        (f"cache_dir={tmp_path / 'c'},log_file={tmp_path / 'missing' / 'zosfs.log'}",
+         f"cannot write the log file {tmp_path / 'missing' / 'zosfs.log'}: No such file or directory"),
+        (f"cache_dir={tmp_path / 'c'},log_file={tmp_path}", "Is a directory (check log_file)"),
+        # (in the background the log file under cache_dir is the first thing that fails)
+        (f"cache_dir={a_file}", "cannot use the staging directory" if foreground else "(check cache_dir, or set log_file)"),
+        (f"cache_dir={tmp_path / 'c'},log_file={tmp_path / 'l.log'},staging_dir={a_file}",
+         f"cannot use the staging directory {a_file}/"),
+    ]
+    for extra, expected in cases:
+        args = [ZOSFS, bucket, str(mountpoint), "-o", f"{base},{extra}"] + (["-f"] if foreground else [])
+        result = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("zosfs: ") and "warning" not in line
+                  and "no syslog socket" not in line]
+        assert result.returncode == 1, (extra, result.stderr)
+        assert "Traceback" not in result.stderr, (extra, result.stderr)
+        assert len(errors) == 1 and expected in errors[0], (extra, result.stderr)
+        assert mount_type(mountpoint) is None
 
 
 def test_bad_options_and_sources_give_one_line(rgw: LocalRGW, tmp_path: Path) -> None:

@@ -99,7 +99,10 @@ def test_secret_options_are_refused(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("uid=me", "option uid"), ("attr_timeout=-1", "must not be negative"), ("max_requests=0", "at least 1"),
+    [("uid=me", "option uid: not a numeric id: 'me'"), ("gid=-3", "option gid: not a valid id: -3"),
+     ("uid=4294967295", "not a valid id"), ("attr_timeout=nan", "option attr_timeout: not a number of seconds"),
+     ("slow_request=inf", "option slow_request: not a number of seconds"), ("append_delay=-inf", "append_delay"),
+     ("attr_timeout=-1", "must not be negative"), ("max_requests=0", "at least 1"),
      ("signature=v3", "must be one of"), ("cache_size", "needs a value"), ("part_size=1M", "part_size"),
      ("endpoint=ftp://x", "not an http"), ("log_level=loud", "log_level")],
 )
@@ -170,3 +173,8 @@ def test_help_lists_every_option_as_plain_text(capsys: pytest.CaptureFixture[str
     assert "  connect_timeout=...  (default: 10.0)" in out.splitlines()
     assert "  ro  (default: off)" in out.splitlines()
     assert all(len(line) <= 80 for line in out.splitlines())
+
+
+def test_ids_and_seconds_that_parse() -> None:
+    o = opts("uid=0,gid=4294967294,attr_timeout=0.5,slow_request=0")
+    assert (o.uid, o.gid, o.attr_timeout, o.slow_request) == (0, 4294967294, 0.5, 0.0)
