@@ -68,10 +68,14 @@ def read_file(path: str, profile: str, bucket: str, access_key: str = "") -> Cre
             f"run: chmod 600 {path}"
         )
     try:
-        with open(path, encoding="utf-8") as f:
+        # (utf-8-sig: an editor's byte-order mark would otherwise become part
+        # of the access key, and the server would reject a key that looks right)
+        with open(path, encoding="utf-8-sig") as f:
             text = f.read()
     except (OSError, UnicodeDecodeError) as err:
         raise CredentialsError(f"cannot read credentials file {path}: {getattr(err, 'strerror', None) or 'not text'}") from None
+    if not text.strip():
+        raise CredentialsError(f"credentials file {path} is empty: write ACCESS_KEY:SECRET_KEY into it")
     if text.lstrip().startswith("["):
         return _from_ini(text, path, profile)
     return _from_passwd(text, path, bucket, access_key)

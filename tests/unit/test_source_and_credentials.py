@@ -59,3 +59,16 @@ def test_without_a_named_file_the_environment_is_used(tmp_path: Path) -> None:
     creds = resolve("", "", "", "b", ENV)
     assert (creds.access_key, creds.secret_key) == ("ENVKEY", "envsecret")
     assert resolve("OTHER", "", "", "b", ENV).access_key == "OTHER"
+
+
+@pytest.mark.parametrize("text", ["\ufeffFILEKEY:filesecret\n", "FILEKEY:filesecret\r\n", "  FILEKEY : filesecret \n",
+                                  "\ufeff[default]\naws_access_key_id = FILEKEY\naws_secret_access_key = filesecret\n"])
+def test_files_edited_elsewhere_are_read(tmp_path: Path, text: str) -> None:
+    # (a Windows editor's byte-order mark or CRLF line ends)
+    creds = resolve("", _file(tmp_path, text), "", "b", {})
+    assert (creds.access_key, creds.secret_key) == ("FILEKEY", "filesecret")
+
+
+def test_an_empty_file_says_so(tmp_path: Path) -> None:
+    with pytest.raises(CredentialsError, match="is empty"):
+        resolve("", _file(tmp_path, "\n"), "", "b", {})
