@@ -310,3 +310,32 @@ def test_a_request_that_runs_long_is_logged_with_where_it_waits_without_asking(
     assert wait_until(lambda: "FUSE read ended after" in m.log_text(), timeout=10), m.tail(20)
     ended = [ln for ln in m.log_text().splitlines() if "FUSE read ended after" in ln]
     assert float(ended[0].split("ended after ")[1].split()[0]) >= 2.0, ended
+
+
+# -- the server's quota ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [3 * MiB, 9 * MiB])  # one PUT at close; appends while written
+def test_a_bucket_quota_on_the_server_is_edquot_at_close_and_the_data_stays_in_staging(
+    size: int, bucket: str, s3: Any, rgw: Any, make_mount: Any, tmp_path: Path
+) -> None:
+    rgw.admin("quota", "set", "--quota-scope=bucket", f"--bucket={bucket}", "--max-size=1048576")
+    rgw.admin("quota", "enable", "--quota-scope=bucket", f"--bucket={bucket}")
+    m = make_mount(bucket, options={"write_deadline": "30"})
+    small = pattern(100 * 1024, 1)
+    (m.path / "small").write_bytes(small)  # within the quota: stored as usual
+    data = pattern(size, 7)
+    report, _ = run_writer(tmp_path, m, "big", data, create=True, timeout=60)
+    assert report["write_errno"] is None and report["acked"] == len(data), report
+    # "Disk quota exceeded", as a full disk of one's own would say, not "Input/output error".
+    assert report["close_errno"] == errno.EDQUOT, report
+    # (The log names where the data is when the file is released, just after close returns.)
+    said = r"the data of 'big' could not be uploaded \(.*QuotaExceeded.*?\); it is kept in (\S+) "
+    assert wait_until(lambda: re.search(said, m.log_text()), 10), m.tail(40)
+    with open(re.findall(said, m.log_text())[-1], "rb") as staged:
+        assert staged.read() == data
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert "small" in keys and get(s3, bucket, "small") == small
+    # The log says what the bucket holds under the key, and it is true.
+    assert ("The bucket holds no object of it" in m.log_text()) == ("big" not in keys), (keys, m.tail(40))
+    rgw.admin("quota", "disable", "--quota-scope=bucket", f"--bucket={bucket}")

@@ -3,7 +3,8 @@
 Its one job: store everything written so far, whichever way the file's
 bytes go out, and settle what the writer knows afterwards. Durability:
 `flush` returns only when everything written so far is stored in the object
-store, and raises EIO otherwise; the data then stays in staging, and on
+store, and raises EIO otherwise (EDQUOT, EACCES or EFBIG when the server
+said so: TOLD); the data then stays in staging, and on
 release the log names the file that holds it (registry.py). What was
 written while the upload ran may have missed it, so it stays dirty.
 """
@@ -20,8 +21,16 @@ if TYPE_CHECKING:
     from zosfs.data.write.writer import Writer
 
 
+# The server's refusals that `close` reports as themselves, not as EIO: each
+# asks the user for a different next step (free space or raise the quota,
+# fix the key's rights, split the file). The log line names the server's
+# error code, so a quota of the bucket is never taken for one of the local
+# disk. Anything else the server says, or its silence, is EIO.
+TOLD = {errno.EDQUOT, errno.EACCES, errno.EFBIG}
+
+
 async def flush(w: Writer, *, closing: bool = False) -> None:
-    """Store everything `w` holds; raise FsError(EIO) if that fails.
+    """Store everything `w` holds; raise FsError (EIO, or one of TOLD) if that fails.
 
     In order: a new file closed (`closing`) before any of it was appended
     is stored whole by one PUT (replace mode), not by a first append: RGW
@@ -54,7 +63,8 @@ async def flush(w: Writer, *, closing: bool = False) -> None:
                 await w.replace.flush()
         except ZosError as err:
             w.error = err
-            raise FsError(errno.EIO, f"uploading {w.key_at_start!r} failed: {err}") from None
+            code = err.errno if err.errno in TOLD else errno.EIO
+            raise FsError(code, f"uploading {w.key_at_start!r} failed: {err}") from None
         except FsError as err:
             w.error = err
             # (ENOSPC of a full staging filesystem stays ENOSPC: it names the directory, not the server.)
