@@ -56,7 +56,7 @@ def run_writer(tmp_path: Path, m: ZosfsMount, name: str, data: bytes, offset: in
     """Run WRITER; returns its report and how long it took. A writer that
     does not finish within `timeout` fails the test (after the daemon is
     killed, so that the writer is released)."""
-    data_path = tmp_path / f"{name}.input"
+    data_path = tmp_path / f"{name.replace('/', '_')}.input"
     data_path.write_bytes(data)
     start = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(m.path / name), str(data_path), str(offset),
@@ -324,18 +324,26 @@ def test_a_bucket_quota_on_the_server_is_edquot_at_close_and_the_data_stays_in_s
     m = make_mount(bucket, options={"write_deadline": "30"})
     small = pattern(100 * 1024, 1)
     (m.path / "small").write_bytes(small)  # within the quota: stored as usual
+    (m.path / "sub").mkdir()
     data = pattern(size, 7)
-    report, _ = run_writer(tmp_path, m, "big", data, create=True, timeout=60)
+    report, _ = run_writer(tmp_path, m, "sub/big", data, create=True, timeout=60)
     assert report["write_errno"] is None and report["acked"] == len(data), report
     # "Disk quota exceeded", as a full disk of one's own would say, not "Input/output error".
     assert report["close_errno"] == errno.EDQUOT, report
     # (The log names where the data is when the file is released, just after close returns.)
-    said = r"the data of 'big' could not be uploaded \(.*QuotaExceeded.*?\); it is kept in (\S+) "
+    said = r"the data of 'sub/big' could not be uploaded \(.*QuotaExceeded.*?\); it is kept in (\S+) "
     assert wait_until(lambda: re.search(said, m.log_text()), 10), m.tail(40)
     with open(re.findall(said, m.log_text())[-1], "rb") as staged:
         assert staged.read() == data
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
     assert "small" in keys and get(s3, bucket, "small") == small
-    # The log says what the bucket holds under the key, and it is true.
-    assert ("The bucket holds no object of it" in m.log_text()) == ("big" not in keys), (keys, m.tail(40))
+    stored = "sub/big" in keys
+    # The log says what the bucket holds under the key, and it is true; and
+    # the mount shows what the bucket holds: no name for data never stored.
+    assert ("The bucket holds no object of it" in m.log_text()) == (not stored), (keys, m.tail(40))
+    assert ("big" in os.listdir(m.path / "sub")) == stored
+    assert (m.path / "sub" / "big").exists() == stored
+    if not stored:
+        (m.path / "sub").rmdir()  # (not ENOTEMPTY for a name that holds nothing)
+        assert not (m.path / "sub").exists()
     rgw.admin("quota", "disable", "--quota-scope=bucket", f"--bucket={bucket}")

@@ -18,6 +18,7 @@ import stat
 import time
 from typing import TYPE_CHECKING, Any
 
+import pyfuse3
 import trio
 
 from zosfs.fserror import FsError
@@ -152,6 +153,24 @@ class Changes:
         self.table.detach(inode)
         self._removed(parent, inode, name)
         return inode
+
+    def unstored(self, inode: Inode) -> None:
+        """A new file's data could not be stored and its last handle closed
+        (staging keeps the data; the log says where): the bucket has no
+        object of it, so the mount shows none either. Else readdir would
+        list a name that stat cannot find, and rmdir of its directory would
+        answer ENOTEMPTY for as long as the mount runs."""
+        if inode.remote or inode.gone:
+            return  # (an append stored part of it: the bucket holds that, under its name)
+        parent = self.table.get(inode.parent)
+        self.table.detach(inode)
+        if parent is not None:
+            self._removed(parent, inode, inode.name)
+            try:
+                pyfuse3.invalidate_entry_async(parent.ino, inode.name.encode("utf-8", "surrogateescape"),
+                                               ignore_enoent=True)
+            except Exception as err:  # (no kernel session: nothing caches the name)
+                log.debug("kernel invalidation of %r failed: %s", inode.name, err)
 
     async def _delete(self, key: str) -> None:
         try:

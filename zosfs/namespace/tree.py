@@ -353,6 +353,10 @@ class Namespace:
         """Delete a file or symlink; returns the unlinked inode (it lives on while open)."""
         return await self.changes.unlink(parent, name)
 
+    def unstored(self, inode: Inode) -> None:
+        """A new file whose data could not be stored goes from the namespace."""
+        self.changes.unstored(inode)
+
     async def rmdir(self, parent: Inode, name: str) -> None:
         """Delete an empty directory (ENOTEMPTY otherwise)."""
         await self.changes.rmdir(parent, name)

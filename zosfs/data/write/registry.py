@@ -156,6 +156,7 @@ class WritePath:
             inode.fresh_until = 0.0
             if not inode.remote:
                 inode.size = 0
+                self.ns.unstored(inode)  # (no object at all: nor a name)
         if multipart is not None:  # failed, or begun in the background after the last flush
             self.feeds.aborted(writer, multipart.upload_id)
             with trio.move_on_after(ABORT_TIMEOUT):  # (a stalled server: it expires by lifecycle, or at the next mount)
