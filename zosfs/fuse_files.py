@@ -92,7 +92,7 @@ class FileOps:
             self.writes.writer(inode).attrs_changed()
         elif writable and flags & os.O_APPEND:
             self.writes.writer(inode).opened_for_append = True
-        return self._open_handle(inode, writable)
+        return self._open_handle(inode, writable or truncating)
 
     def _open_handle(self, inode: Inode, writable: bool) -> pyfuse3.FileInfo:
         fh = self._fh()
@@ -176,7 +176,15 @@ class FileOps:
     async def flush(self, fh: int) -> None:
         if fh in self.view_files:
             return
-        await self.writes.flush(self.files[fh].inode, closing=True)
+        handle = self.files[fh]
+        if not handle.writable:
+            # A handle that changed nothing stores nothing at close and has
+            # no upload failure to report, as on a local disk (a reader that
+            # opened while a failed writer's release was on its way would
+            # otherwise get the writer's EACCES from close). The last release
+            # stores what the writers left, or logs where it is kept.
+            return
+        await self.writes.flush(handle.inode, closing=True)
 
     @handler
     async def fsync(self, fh: int, datasync: bool) -> None:

@@ -135,7 +135,8 @@ class Changes:
     async def unlink(self, parent: Inode, name: str) -> Inode:
         """Delete a file or symlink. Returns the unlinked inode (which lives on
         while open). The delete itself is queued and batched (see deletes.py),
-        except in object-lock buckets, where a refusal must reach the caller."""
+        except where a refusal must reach the caller: in object-lock buckets,
+        and for the mount's first delete or after a refusal (deletes.py)."""
         ns = self.ns
         inode = self.table.child(parent.ino, name)
         if inode is None or inode.gone or not (inode.remote or inode.fresh()):
@@ -144,8 +145,8 @@ class Changes:
             raise FsError(errno.EISDIR)
         await ns.check_unlocked(inode, "delete")
         key = ns.key(inode)
-        if inode.remote and ns.object_lock:
-            await self._delete(key)
+        if inode.remote and (ns.object_lock or self.deletes.must_wait()):
+            await self.deletes.delete_now(key)
             ns.announce("delete", key)
         elif inode.remote:  # announced once the queue has deleted it
             self.deletes.add(key)
@@ -153,6 +154,20 @@ class Changes:
         self.table.detach(inode)
         self._removed(parent, inode, name)
         return inode
+
+    def reverted(self, inode: Inode) -> None:
+        """A change of an existing object could not be stored (its data stays
+        in staging): the mount shows the object as the bucket holds it again,
+        and the kernel forgets the attributes it took from the change (a
+        size truncated to 0 would otherwise show for attr_timeout). Its ETag
+        is forgotten too: a listing that shows the same ETag would otherwise
+        keep the size and times the failed change gave it."""
+        inode.fresh_until = 0.0
+        inode.etag = ""
+        try:
+            pyfuse3.invalidate_inode(inode.ino, attr_only=True)  # attributes only: takes no lock
+        except Exception as err:  # (no kernel session, or the kernel forgot the inode)
+            log.debug("kernel invalidation of inode %d failed: %s", inode.ino, err)
 
     def unstored(self, inode: Inode) -> None:
         """A new file's data could not be stored and its last handle closed

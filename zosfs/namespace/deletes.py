@@ -13,11 +13,16 @@ yet on the server when unlink returns, but:
   next listing (the object was never lost).
 
 In an object-lock bucket unlink stays synchronous (see `Namespace.unlink`):
-the refusal must reach the caller.
+the refusal must reach the caller. So is a mount's first delete, which tells
+whether these credentials may delete at all, and every delete once the
+server has refused one for want of rights (AccessDenied: a read-only key, a
+bucket policy): `rm` then fails with EACCES, rather than succeeding for a
+file that stays. The queue is for mounts the server lets delete.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Callable
 
@@ -40,6 +45,8 @@ class DeleteQueue:
         self._progress = trio.Event()
         # Told the keys the server deleted (the change feed announces them then).
         self.on_deleted: Callable[[list[str]], None] | None = None
+        self.refused = False  # the server refused a delete for want of rights: unlink waits for it
+        self.allowed = False  # a delete sent at once succeeded: later ones may be queued
 
     def add(self, key: str) -> None:
         if key in self.pending:
@@ -47,6 +54,22 @@ class DeleteQueue:
         self.queued.append(key)
         self.pending.add(key)
         self._work.set()
+
+    def must_wait(self) -> bool:
+        """Whether an unlink sends its delete at once and waits for the answer."""
+        return self.refused or not self.allowed
+
+    async def delete_now(self, key: str) -> None:
+        """Delete one key and wait (ZosError if refused; a missing key is deleted)."""
+        try:
+            await self.zos.delete(key)
+        except ZosError as err:
+            if err.code == "AccessDenied":
+                self._refused()
+            if err.errno != errno.ENOENT:
+                raise
+        else:
+            self.allowed = True
 
     def __contains__(self, key: str) -> bool:
         return key in self.pending
@@ -85,15 +108,25 @@ class DeleteQueue:
             failures = await self.zos.delete_many(batch)
         except ZosError as err:
             log.error("deleting %d object(s) failed (first %r): %s; they stay in the bucket", len(batch), batch[0], err)
+            if err.code == "AccessDenied":
+                self._refused()
         else:
             kept = set()
             for f in failures:
                 if f.code not in ("NoSuchKey",):
                     kept.add(f.key)
                     log.error("could not delete %r: %s (%s); it stays in the bucket", f.key, f.message, f.code)
+                if f.code == "AccessDenied":
+                    self._refused()
             if self.on_deleted is not None:
                 self.on_deleted([k for k in batch if k not in kept])
         finally:
             self.pending.difference_update(batch)
             self._progress.set()
             self._progress = trio.Event()
+
+    def _refused(self) -> None:
+        if not self.refused:
+            self.refused = True
+            log.warning("the server refuses deletes with these credentials: from now on unlink waits for "
+                        "the server's answer, so that a refusal reaches the caller (EACCES)")

@@ -353,6 +353,10 @@ class Namespace:
         """Delete a file or symlink; returns the unlinked inode (it lives on while open)."""
         return await self.changes.unlink(parent, name)
 
+    def reverted(self, inode: Inode) -> None:
+        """A change of an existing object could not be stored: show the object again."""
+        self.changes.reverted(inode)
+
     def unstored(self, inode: Inode) -> None:
         """A new file whose data could not be stored goes from the namespace."""
         self.changes.unstored(inode)

@@ -153,8 +153,10 @@ class WritePath:
         writer.close(keep_reason=failure.message if failure is not None else None)
         if failure is not None:
             # What the mount shows must be what the bucket holds again.
-            inode.fresh_until = 0.0
-            if not inode.remote:
+            if inode.remote:
+                self.ns.reverted(inode)
+            else:
+                inode.fresh_until = 0.0
                 inode.size = 0
                 self.ns.unstored(inode)  # (no object at all: nor a name)
         if multipart is not None:  # failed, or begun in the background after the last flush
