@@ -55,6 +55,14 @@ def test_a_read_only_key_reads_and_every_change_is_eacces(bucket: str, s3: Any, 
     assert errno_of(os.symlink, "a.txt", root / "ln") == errno.EACCES
     assert errno_of(os.rename, root / "a.txt", root / "moved.txt") == errno.EACCES
     assert errno_of(os.truncate, root / "a.txt", 0) == errno.EACCES
+    # Attributes: refused, and what stat shows right after is what the bucket holds.
+    before = os.stat(root / "a.txt")
+    assert errno_of(os.chmod, root / "a.txt", 0o600) == errno.EACCES
+    assert errno_of(os.utime, root / "a.txt", (1577836800, 1577836800)) == errno.EACCES
+    assert errno_of(os.chown, root / "a.txt", 1000, 1000) == errno.EACCES
+    after = os.stat(root / "a.txt")
+    assert (after.st_mode, after.st_uid, after.st_gid, after.st_mtime_ns, after.st_size) == \
+        (before.st_mode, before.st_uid, before.st_gid, before.st_mtime_ns, 6)
 
     def append() -> None:
         with open(root / "b.txt", "ab") as f:

@@ -103,8 +103,10 @@ class ObjectAttrs:
 
     async def set_attrs(self, inode: Inode, attrs: Attrs, *, persist: bool) -> None:
         """Change mode/owner/times; with `persist`, rewrite the object's metadata
-        now (otherwise the next upload of pending data carries them)."""
-        inode.attrs = attrs
+        now (otherwise the next upload of pending data carries them). If the
+        server refuses, the inode keeps the attributes it had (a refused
+        `touch -d` must not show its time until the attributes expire)."""
+        before, inode.attrs = inode.attrs, attrs
         if not persist:
             return
         key = self.ns.key(inode)
@@ -115,11 +117,16 @@ class ObjectAttrs:
         legacy = inode.legacy if inode.is_dir else ""
         if legacy:
             inode.content_type = DIR_CONTENT_TYPE  # (not the older object's)
-        async with self.ns.writing(key):
-            attrs = inode.attrs  # (the latest: another write of it may have gone first)
-            if inode.is_dir:
-                self.ns.dir_times.storing(key, attrs.mtime_ns, attrs.ctime_ns)
-            await self._rewrite(inode, key, attrs)
+        try:
+            async with self.ns.writing(key):
+                latest = inode.attrs  # (another write of it may have gone first)
+                if inode.is_dir:
+                    self.ns.dir_times.storing(key, latest.mtime_ns, latest.ctime_ns)
+                await self._rewrite(inode, key, latest)
+        except BaseException:
+            if inode.attrs is attrs:  # (unless a later change replaced them)
+                inode.attrs = before
+            raise
         self.ns.remember(key, inode)
         if legacy:
             await self.drop_legacy(inode, legacy)
