@@ -20,7 +20,7 @@ from zosfs.data.read import Reader, same_data
 from zosfs.fserror import FsError
 from zosfs.fuse_handler import handler
 from zosfs.limits import within_max_size
-from zosfs.namespace import names
+from zosfs.namespace import kernel, names
 from zosfs.namespace.inodes import Inode
 from zosfs.namespace.owners import new_owner
 
@@ -79,7 +79,7 @@ class FileOps:
         if self.opts.open_revalidate == "always" and not truncating:
             # Close-to-open: the latest version in the bucket (one request).
             if await self.open_check.check(inode, reading=flags & os.O_ACCMODE != os.O_WRONLY):
-                _forget_kernel_attrs(inode.ino)
+                kernel.forget_attrs(inode.ino)  # (its size bounds what it reads: `cat` of a file that grew elsewhere)
         elif not inode.fresh():
             await self.ns.getattr(inode)  # (open_revalidate=ttl, or O_TRUNC: no need to read it)
         if writable or truncating:
@@ -206,13 +206,3 @@ class FileOps:
                 await self.writes.release(inode)
         finally:
             self.ns.table.release(inode)
-
-
-def _forget_kernel_attrs(ino: int) -> None:
-    """Make the kernel ask `getattr` again: the size it holds bounds what
-    it reads (`cat` of a file that grew elsewhere would stop at the old
-    size). Attributes only, which takes no lock: safe inside a request."""
-    try:
-        pyfuse3.invalidate_inode(ino, attr_only=True)
-    except OSError as err:  # (ENOENT: the kernel holds no such inode any more)
-        log.debug("invalidating the attributes of inode %d: %s", ino, err)

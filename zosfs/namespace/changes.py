@@ -18,11 +18,10 @@ import stat
 import time
 from typing import TYPE_CHECKING, Any
 
-import pyfuse3
 import trio
 
 from zosfs.fserror import FsError
-from zosfs.namespace import contenttype, hidden, names
+from zosfs.namespace import contenttype, hidden, kernel, names
 from zosfs.namespace.attributes import DIR_CONTENT_TYPE, explicit_grants
 from zosfs.namespace.inodes import Inode
 from zosfs.namespace.listing import Entry, Listing
@@ -164,10 +163,7 @@ class Changes:
         keep the size and times the failed change gave it."""
         inode.fresh_until = 0.0
         inode.etag = ""
-        try:
-            pyfuse3.invalidate_inode(inode.ino, attr_only=True)  # attributes only: takes no lock
-        except Exception as err:  # (no kernel session, or the kernel forgot the inode)
-            log.debug("kernel invalidation of inode %d failed: %s", inode.ino, err)
+        kernel.forget_attrs(inode.ino)
 
     def unstored(self, inode: Inode) -> None:
         """A new file's data could not be stored and its last handle closed
@@ -181,18 +177,7 @@ class Changes:
         self.table.detach(inode)
         if parent is not None:
             self._removed(parent, inode, inode.name)
-            try:
-                pyfuse3.invalidate_entry_async(parent.ino, inode.name.encode("utf-8", "surrogateescape"),
-                                               ignore_enoent=True)
-            except Exception as err:  # (no kernel session: nothing caches the name)
-                log.debug("kernel invalidation of %r failed: %s", inode.name, err)
-
-    async def _delete(self, key: str) -> None:
-        try:
-            await self.zos.delete(key)
-        except ZosError as err:
-            if err.errno != errno.ENOENT:
-                raise
+            kernel.forget_entry(parent.ino, inode.name)
 
     async def rmdir(self, parent: Inode, name: str) -> None:
         """Delete an empty directory's marker (ENOTEMPTY if any key is below it;
@@ -215,9 +200,9 @@ class Changes:
             hidden_deleted = False
         await self.ns.dir_times.settle(inode)  # no write of its marker may follow the delete
         if page.entries or hidden_deleted:
-            await self._delete(prefix)  # the marker, if any (deleting none succeeds)
+            await self.deletes.delete_now(prefix)  # the marker, if any (deleting none succeeds)
         if inode.legacy:
-            await self._delete(inode.legacy)  # `dir` or `dir_$folder$` too, or the directory stays
+            await self.deletes.delete_now(inode.legacy)  # `dir` or `dir_$folder$` too, or the directory stays
             self.ns.dir_meta.pop(inode.legacy, None)
         self.ns.announce("delete", prefix, is_dir=True)
         self.ns.listings.pop(inode.ino, None)
@@ -277,7 +262,7 @@ class Changes:
             src_key = ns.key(src)
             if src.remote:
                 etag = await self._copy_renamed(src, src_key, dst_base, src_name, dst_name)
-                await self._delete(src_key)
+                await self.deletes.delete_now(src_key)
                 if etag:
                     src.etag = etag
                 self.metacache.forget(src_key)
@@ -307,7 +292,7 @@ class Changes:
                 src.etag = await self.zos.put(dst_marker, b"", WriteOptions(metadata=encode(src.attrs, src.meta),
                                                                              content_type=DIR_CONTENT_TYPE))
             src.remote, src.content_type = True, DIR_CONTENT_TYPE
-        await self._delete(src.legacy)
+        await self.deletes.delete_now(src.legacy)
         self.ns.dir_meta.pop(src.legacy, None)
         src.legacy = ""
 

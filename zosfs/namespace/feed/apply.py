@@ -26,8 +26,7 @@ import stat
 import time
 from typing import TYPE_CHECKING
 
-import pyfuse3
-
+from zosfs.namespace import kernel
 from zosfs.namespace.feed.common import FeedStats
 from zosfs.namespace.feed.records import FileVersion, Record
 from zosfs.namespace.listing import Entry
@@ -202,10 +201,7 @@ class FeedApplier:
         if not self.kernel:
             return
         self.notifications += 1
-        try:
-            pyfuse3.invalidate_inode(ino, attr_only=True)  # attributes only: takes no lock
-        except Exception as err:  # (ENOENT: the kernel holds no such inode any more)
-            log.debug("change feed: kernel invalidation of inode %d failed: %s", ino, err)
+        kernel.forget_attrs(ino)
 
     def _kernel_forget(self, parent: int, name: str) -> None:
         if self._entries is not None:
@@ -214,7 +210,4 @@ class FeedApplier:
         if not self.kernel:
             return
         self.notifications += 1
-        try:
-            pyfuse3.invalidate_entry_async(parent, name.encode("utf-8", "surrogateescape"), ignore_enoent=True)
-        except Exception as err:  # never let a notification failure end the feed
-            log.debug("change feed: kernel invalidation of %r failed: %s", name, err)
+        kernel.forget_entry(parent, name)
